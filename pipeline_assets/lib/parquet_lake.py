@@ -1,0 +1,210 @@
+"""Writing and reading the Parquet lake: deterministic files, hive-style partition folders.
+
+Determinism: the same rows give the same bytes, whatever batches they arrive in. Rows are
+re-cut into row groups of a fixed size (`row_group_size`) and each row group is written from
+contiguous arrays, with fixed writer settings and nothing time-dependent inside the file.
+Streaming: a `RecordBatchReader` or an iterator of batches is written holding at most one row
+group in memory.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+from contracts.custody import ParentRef
+from pipeline_assets.lib.files import atomic_write
+
+DATA_FILE_NAME = "data.parquet"
+DEFAULT_ROW_GROUP_SIZE = 128 * 1024
+DEFAULT_ZSTD_LEVEL = 3
+
+_PARTITION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class LakeError(Exception):
+    """A lake file is missing, unreadable, or not what the reader expected."""
+
+
+@dataclass
+class LakeOutput:
+    """Data for one file of the lake, with what it was made from.
+
+    `data` is a Table, a RecordBatch, a RecordBatchReader, or an iterable of RecordBatches (then
+    `schema` is required). `parents` are inputs the IO manager cannot see itself (source files,
+    queries); `params` are recorded as the transformation's parameters in the sidecar.
+    """
+
+    data: Any
+    parents: Sequence[ParentRef] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    schema: pa.Schema | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: UPath
+    sha256: str
+    size_bytes: int
+    rows: int
+    row_groups: int
+    schema: pa.Schema
+
+
+def hive_segment(name: str, value: str) -> str:
+    """One `name=value` folder; the value escaped as Hive does, so no key can leave its folder."""
+    if not _PARTITION_NAME.match(name):
+        raise LakeError(f"partition folder name {name!r}: expected lowercase letters, digits and _")
+    if value == "":
+        raise LakeError(f"partition {name!r} has an empty key")
+    return f"{name}={urllib.parse.quote(value, safe='-_.~ ')}"
+
+
+def hive_folder(dimensions: Sequence[tuple[str, str]]) -> str:
+    return "/".join(hive_segment(name, value) for name, value in dimensions)
+
+
+def parse_hive_folder(folder: str) -> dict[str, str]:
+    """Inverse of `hive_folder`."""
+    parts = {}
+    for segment in folder.strip("/").split("/"):
+        name, _, value = segment.partition("=")
+        parts[name] = urllib.parse.unquote(value)
+    return parts
+
+
+def _batches(data: Any, schema: pa.Schema | None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    if isinstance(data, pa.Table):
+        return data.schema, iter(data.to_batches())
+    if isinstance(data, pa.RecordBatch):
+        return data.schema, iter([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.schema, iter(data)
+    if hasattr(data, "to_arrow") and not isinstance(data, Iterable):
+        table = data.to_arrow()
+        return table.schema, iter(table.to_batches())
+    try:
+        import pandas as pd
+
+        if isinstance(data, pd.DataFrame):
+            table = pa.Table.from_pandas(data, preserve_index=False)
+            return table.schema, iter(table.to_batches())
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    if isinstance(data, Iterable):
+        if schema is None:
+            raise LakeError("an iterable of record batches needs an explicit schema (LakeOutput(schema=...))")
+        return schema, iter(data)
+    raise LakeError(
+        f"cannot write {type(data).__name__} to Parquet: expected a pyarrow Table, RecordBatch, "
+        "RecordBatchReader, an iterable of RecordBatches, or a pandas DataFrame"
+    )
+
+
+def _row_groups(schema: pa.Schema, batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    """Re-cut batches into tables of exactly `size` rows (the last may be shorter)."""
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in batches:
+        if batch.schema != schema:
+            try:
+                batch = batch.cast(schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+                raise LakeError(f"a record batch does not match the output schema: {exc}") from exc
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= size:
+            table = pa.Table.from_batches(pending, schema=schema)
+            yield table.slice(0, size).combine_chunks()
+            rest = table.slice(size)
+            pending = rest.to_batches()
+            pending_rows = rest.num_rows
+    if pending_rows:
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+
+
+def write_parquet(
+    path: UPath,
+    data: Any,
+    *,
+    schema: pa.Schema | None = None,
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    fsync: bool = True,
+) -> WriteResult:
+    """Write `data` to `path` atomically and deterministically; returns the file's hash and size."""
+    out_schema, batches = _batches(data, schema)
+    rows = row_groups = 0
+    with atomic_write(path, fsync=fsync) as sink:
+        with pq.ParquetWriter(
+            sink,
+            out_schema,
+            compression="zstd",
+            compression_level=zstd_level,
+            version="2.6",
+            use_dictionary=True,
+            write_statistics=True,
+            store_schema=True,
+        ) as writer:
+            for group in _row_groups(out_schema, batches, row_group_size):
+                writer.write_table(group, row_group_size=row_group_size)
+                rows += group.num_rows
+                row_groups += 1
+            if rows == 0:
+                # An empty partition is still a readable file with the schema.
+                writer.write_table(out_schema.empty_table())
+    return WriteResult(
+        path=path,
+        sha256=sink.hexdigest,
+        size_bytes=sink.bytes_written,
+        rows=rows,
+        row_groups=row_groups,
+        schema=out_schema,
+    )
+
+
+def open_parquet(path: UPath) -> pq.ParquetFile:
+    """Open a lake file, turning a missing or corrupt file into an error that names it."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError as exc:
+        raise LakeError(f"{path}: the file does not exist") from exc
+    try:
+        return pq.ParquetFile(handle)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        handle.close()
+        raise LakeError(f"{path}: not a readable Parquet file ({exc}); expected a file written by the lake") from exc
+
+
+def read_parquet(path: UPath) -> pa.Table:
+    parquet_file = open_parquet(path)
+    try:
+        return parquet_file.read()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise LakeError(f"{path}: corrupt Parquet data ({exc})") from exc
+    finally:
+        parquet_file.close()
+
+
+def stream_parquet(path: UPath, batch_size: int = 64 * 1024) -> pa.RecordBatchReader:
+    """A reader over the file's batches, holding about one row group in memory."""
+    parquet_file = open_parquet(path)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from parquet_file.iter_batches(batch_size=batch_size)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            raise LakeError(f"{path}: corrupt Parquet data ({exc})") from exc
+        finally:
+            parquet_file.close()
+
+    return pa.RecordBatchReader.from_batches(parquet_file.schema_arrow, batches())

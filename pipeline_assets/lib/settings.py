@@ -1,0 +1,94 @@
+"""Settings read from the environment, once, when the definitions load.
+
+Every `pipeline` command and the code location read the same variables through `Settings.from_env`,
+so a value set in the shell means the same thing on every run path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = "data"
+DEFAULT_MARKET_START_DATE = "2020-01-01"
+
+# Folders under the data root, fixed by the design.
+SOURCE_WORKERS_DIR = "source/workers"
+SOURCE_GEXBOT_DIR = "source/gexbot"
+SOURCE_POSTGRES_DIR = "source/postgres"
+STAGING_DIR = "staging"
+LAKE_LAYERS = ("bronze", "silver", "gold", "hq")
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value the pipelines cannot use."""
+
+
+def _is_url(value: str) -> bool:
+    return "://" in value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where data lives and which sources the pipelines read.
+
+    `data_root` is a local folder: the sources (collector SQLite, staged GEX JSON, the embedded
+    Postgres) and the DuckDB stores live there. `lake_root` is where the Parquet layers go; it is
+    the data root unless `PIPELINE_LAKE_ROOT` names another folder or an fsspec URL such as
+    `s3://bucket/prefix`.
+    """
+
+    data_root: Path
+    lake_root: str
+    dx_source_dsn: str | None
+    market_start_date: dt.date
+    s3_endpoint_url: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        raw_root = env.get("PIPELINE_DATA_ROOT") or DEFAULT_DATA_ROOT
+        if _is_url(raw_root):
+            raise SettingsError(
+                f"PIPELINE_DATA_ROOT={raw_root!r}: expected a local folder (sources and the embedded "
+                "databases live there); put the Parquet lake on object storage with "
+                "PIPELINE_LAKE_ROOT=s3://bucket/prefix instead"
+            )
+        data_root = Path(raw_root).expanduser().resolve()
+        raw_lake = env.get("PIPELINE_LAKE_ROOT") or ""
+        lake_root = raw_lake.rstrip("/") if _is_url(raw_lake) else str(
+            Path(raw_lake).expanduser().resolve() if raw_lake else data_root
+        )
+        raw_start = env.get("PIPELINE_MARKET_START_DATE") or DEFAULT_MARKET_START_DATE
+        try:
+            market_start_date = dt.date.fromisoformat(raw_start)
+        except ValueError as exc:
+            raise SettingsError(
+                f"PIPELINE_MARKET_START_DATE={raw_start!r}: expected a date as YYYY-MM-DD"
+            ) from exc
+        return cls(
+            data_root=data_root,
+            lake_root=lake_root,
+            dx_source_dsn=env.get("PIPELINE_DX_SOURCE_DSN") or None,
+            market_start_date=market_start_date,
+            s3_endpoint_url=env.get("PIPELINE_S3_ENDPOINT_URL") or None,
+        )
+
+    @property
+    def workers_dir(self) -> Path:
+        return self.data_root / SOURCE_WORKERS_DIR
+
+    @property
+    def gexbot_dir(self) -> Path:
+        return self.data_root / SOURCE_GEXBOT_DIR
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.data_root / SOURCE_POSTGRES_DIR
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_root / STAGING_DIR

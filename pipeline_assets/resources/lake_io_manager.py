@@ -1,0 +1,363 @@
+"""The Parquet lake IO manager: the one writer of `bronze/`, `silver/`, `gold/` and `hq/`.
+
+Built on Dagster's `UPathIOManager`, so the same code writes local disk and object storage. On top
+of it, this manager:
+
+- lays files out as `<layer>/<asset_key>/<name>=<value>/.../data.parquet` (hive-style), for daily,
+  time-window, static, dynamic and multi-dimensional partitions;
+- writes every partition of a range in one run (a single-run backfill): the asset returns a dict
+  `{partition_key: data}`, and loading a range returns such a dict;
+- writes atomically and deterministically (`lib.parquet_lake`), accepting tables and record-batch
+  streams alike;
+- writes a chain-of-custody sidecar beside every file, with the input files of that partition as
+  parents, and verifies the sidecar of every file it reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+from upath import UPath
+
+from contracts.custody import ParentRef
+from pipeline_assets.lib.custody import CustodyError, MetadataFactory, read_sidecar, verify_file, write_sidecar
+from pipeline_assets.lib.files import as_upath
+from pipeline_assets.lib.parquet_lake import (
+    DATA_FILE_NAME,
+    DEFAULT_ROW_GROUP_SIZE,
+    DEFAULT_ZSTD_LEVEL,
+    LakeError,
+    LakeOutput,
+    WriteResult,
+    hive_folder,
+    read_parquet,
+    stream_parquet,
+    write_parquet,
+)
+from pipeline_assets.lib.settings import LAKE_LAYERS
+from pipeline_assets.lib.versions import CODE_VERSION
+
+LAYER_METADATA_KEY = "lake/layer"
+PARTITION_NAME_METADATA_KEY = "lake/partition_name"
+
+_LAYER_BY_PREFIX = {"bronze_": "bronze", "silver_": "silver", "gold_": "gold", "dx_": "hq"}
+
+
+def _layer_of(asset_key: dg.AssetKey, definition_metadata: Mapping[str, Any]) -> str:
+    layer = definition_metadata.get(LAYER_METADATA_KEY)
+    if layer is None:
+        name = asset_key.path[-1]
+        layer = next((lay for prefix, lay in _LAYER_BY_PREFIX.items() if name.startswith(prefix)), None)
+    if layer not in LAKE_LAYERS:
+        raise LakeError(
+            f"asset {asset_key.to_user_string()}: cannot tell its lake layer; set metadata "
+            f"{LAYER_METADATA_KEY!r} to one of {', '.join(LAKE_LAYERS)}"
+        )
+    return layer
+
+
+def _dimension_name(partitions_def: dg.PartitionsDefinition, definition_metadata: Mapping[str, Any]) -> str:
+    override = definition_metadata.get(PARTITION_NAME_METADATA_KEY)
+    if override:
+        return str(override)
+    if isinstance(partitions_def, dg.DailyPartitionsDefinition):
+        return "date"
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        return "window_start"
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition) and partitions_def.name:
+        return partitions_def.name
+    return "partition"
+
+
+def partition_dimensions(
+    partitions_def: dg.PartitionsDefinition, partition_key: str, definition_metadata: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """The `(folder name, value)` pairs of one partition, in folder order."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        key = partitions_def.get_partition_key_from_str(partition_key)
+        return sorted(key.keys_by_dimension.items())
+    return [(_dimension_name(partitions_def, definition_metadata), partition_key)]
+
+
+def _column_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=f.name,
+                type=str(f.type),
+                description=(f.metadata or {}).get(b"description", b"").decode() or None,
+                constraints=dg.TableColumnConstraints(nullable=f.nullable),
+            )
+            for f in schema
+        ]
+    )
+
+
+def _step_identity(context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
+    """(run id, op name) of the step an input is loaded into or an output is written from."""
+    try:
+        return context.step_context.run_id, context.step_context.op_def.name
+    except dg.DagsterInvariantViolationError:  # built directly, outside a run
+        return "<direct>", "<direct>"
+
+
+class LakeParquetIOManager(dg.UPathIOManager):
+    extension = ".parquet"
+
+    def __init__(
+        self,
+        base_path: UPath,
+        *,
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
+        fsync: bool = True,
+        verify_on_load: bool = True,
+    ):
+        super().__init__(base_path=base_path)
+        self.factory = MetadataFactory(base_path, code_version=CODE_VERSION)
+        self.row_group_size = row_group_size
+        self.zstd_level = zstd_level
+        self.fsync = fsync
+        self.verify_on_load = verify_on_load
+        # Files each step has read, so the files it writes can name them as parents.
+        self._loaded: dict[tuple[str, str], list[tuple[str | None, ParentRef]]] = defaultdict(list)
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    def asset_folder(self, asset_key: dg.AssetKey, definition_metadata: Mapping[str, Any]) -> UPath:
+        return self._base_path.joinpath(_layer_of(asset_key, definition_metadata), *asset_key.path)
+
+    def partition_file(
+        self,
+        asset_key: dg.AssetKey,
+        partitions_def: dg.PartitionsDefinition | None,
+        partition_key: str | None,
+        definition_metadata: Mapping[str, Any],
+    ) -> UPath:
+        folder = self.asset_folder(asset_key, definition_metadata)
+        if partitions_def is not None and partition_key is not None:
+            folder = folder.joinpath(*hive_folder(
+                partition_dimensions(partitions_def, partition_key, definition_metadata)
+            ).split("/"))
+        return folder / DATA_FILE_NAME
+
+    def _output_paths(self, context: dg.OutputContext) -> dict[str | None, UPath]:
+        metadata = context.definition_metadata or {}
+        if not context.has_asset_partitions:
+            return {None: self.partition_file(context.asset_key, None, None, metadata)}
+        return {
+            key: self.partition_file(context.asset_key, context.asset_partitions_def, key, metadata)
+            for key in context.asset_partition_keys
+        }
+
+    def _input_paths(self, context: dg.InputContext) -> dict[str | None, UPath]:
+        upstream = context.upstream_output
+        metadata = (upstream.definition_metadata if upstream is not None else None) or {}
+        if not context.has_asset_partitions:
+            return {None: self.partition_file(context.asset_key, None, None, metadata)}
+        return {
+            key: self.partition_file(context.asset_key, context.asset_partitions_def, key, metadata)
+            for key in context.asset_partition_keys
+        }
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        self._write_one(context, None, obj, path)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        paths = self._output_paths(context)
+        if len(paths) > 1 or isinstance(obj, Mapping):
+            if not isinstance(obj, Mapping):
+                raise LakeError(
+                    f"asset {context.asset_key.to_user_string()} ran for {len(paths)} partitions and "
+                    f"returned a {type(obj).__name__}; return a dict {{partition_key: data}} with one "
+                    "entry per partition of the run"
+                )
+            missing = sorted(set(paths) - set(obj))
+            extra = sorted(set(obj) - set(paths))
+            if missing or extra:
+                raise LakeError(
+                    f"asset {context.asset_key.to_user_string()}: the returned partitions do not match "
+                    f"the run's (missing {missing[:5]}, not in the run {extra[:5]})"
+                )
+            items = [(key, obj[key], paths[key]) for key in paths]
+        else:
+            (key, path), = paths.items()
+            items = [(key, obj, path)]
+
+        results: list[tuple[str | None, WriteResult, UPath]] = []
+        for key, data, path in items:
+            context.log.debug(f"writing partition {key} of {context.asset_key.to_user_string()} to {path}")
+            result, sidecar = self._write_one(context, key, data, path)
+            results.append((key, result, sidecar))
+        context.add_output_metadata(self._output_metadata(results))
+
+    def _write_one(
+        self, context: dg.OutputContext, partition_key: str | None, data: Any, path: UPath
+    ) -> tuple[WriteResult, UPath]:
+        explicit = data if isinstance(data, LakeOutput) else LakeOutput(data=data)
+        result = write_parquet(
+            path,
+            explicit.data,
+            schema=explicit.schema,
+            row_group_size=self.row_group_size,
+            zstd_level=self.zstd_level,
+            fsync=self.fsync,
+        )
+        parents = [*explicit.parents, *self._parents_for(context, partition_key)]
+        if not parents:
+            raise CustodyError(
+                f"asset {context.asset_key.to_user_string()} wrote {path} without any parent: return "
+                "LakeOutput(data, parents=[...]) naming the sources it read"
+            )
+        record = self.factory.processed(
+            path,
+            sha256=result.sha256,
+            size_bytes=result.size_bytes,
+            rows=result.rows,
+            parents=parents,
+            transformation_name=context.asset_key.to_user_string(),
+            transformation_params=dict(explicit.params),
+            asset_key=context.asset_key.to_user_string(),
+            partition_key=partition_key,
+            run_id=context.run_id,
+        )
+        sidecar = write_sidecar(path, record, fsync=self.fsync)
+        return result, sidecar
+
+    def _parents_for(self, context: dg.OutputContext, partition_key: str | None) -> list[ParentRef]:
+        loaded = self._loaded.get(_step_identity(context), [])
+        if partition_key is None or len({k for k, _ in loaded}) <= 1:
+            chosen = [ref for _, ref in loaded]
+        else:
+            # In a range run, partition P of the output is made from partition P of its inputs
+            # (and from any unpartitioned input).
+            chosen = [ref for key, ref in loaded if key in (partition_key, None)] or [ref for _, ref in loaded]
+        unique = {ref.path: ref for ref in chosen}
+        return [unique[p] for p in sorted(unique)]
+
+    def _output_metadata(self, results: list[tuple[str | None, WriteResult, UPath]]) -> dict[str, Any]:
+        rows = sum(r.rows for _, r, _ in results)
+        files = [self.factory.relative(r.path) for _, r, _ in results]
+        metadata: dict[str, Any] = {
+            "dagster/row_count": dg.MetadataValue.int(rows),
+            "dagster/column_schema": _column_schema(results[0][1].schema),
+            "output_files": dg.MetadataValue.json(files),
+            "partitions_written": dg.MetadataValue.int(len(results)),
+            "bytes_written": dg.MetadataValue.int(sum(r.size_bytes for _, r, _ in results)),
+            "run_finished_utc": dg.MetadataValue.text(
+                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            ),
+        }
+        if len(results) == 1:
+            _, result, sidecar = results[0]
+            metadata["path"] = dg.MetadataValue.path(str(result.path))
+            metadata["sha256"] = dg.MetadataValue.text(result.sha256)
+            metadata["sidecar"] = dg.MetadataValue.path(str(sidecar))
+        else:
+            metadata["row_counts_by_partition"] = dg.MetadataValue.json(
+                {str(key): r.rows for key, r, _ in results}
+            )
+        return metadata
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """Load the input's partitions in the shape its type annotation asks for.
+
+        `dict[str, T]`: one entry per partition; `pa.Table` or `pd.DataFrame`: the partitions
+        concatenated in partition order; `pa.RecordBatchReader`: a stream over all of them in
+        bounded memory; no annotation: one object for one partition, a dict for several.
+        """
+        paths = self._input_paths(context)
+        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        present: dict[str | None, UPath] = {}
+        for key, path in paths.items():
+            if not path.exists():
+                if allow_missing and key is not None:
+                    context.log.warning(self.get_missing_partition_log_message(key))
+                    continue
+                what = f"partition {key} of " if key is not None else ""
+                raise LakeError(
+                    f"{what}asset {context.asset_key.to_user_string()} is missing: expected {path}; "
+                    "materialize it first"
+                )
+            self._check_and_record(context, key, path)
+            present[key] = path
+
+        wanted = context.dagster_type.typing_type if context.dagster_type else Any
+        if typing.get_origin(wanted) is dict:
+            value_type = (typing.get_args(wanted) or (Any, Any))[1]
+            return {key: self._read_as(value_type, [path]) for key, path in present.items()}
+        if wanted in (pa.Table, pd.DataFrame, pa.RecordBatchReader):
+            return self._read_as(wanted, list(present.values()), schema_from=paths)
+        if not context.has_asset_partitions or len(paths) == 1:
+            return self._read_as(pa.Table, list(present.values()), schema_from=paths)
+        return {key: self._read_as(pa.Table, [path]) for key, path in present.items()}
+
+    def _check_and_record(self, context: dg.InputContext, partition_key: str | None, path: UPath) -> None:
+        record = verify_file(path) if self.verify_on_load else read_sidecar(path)
+        self._loaded[_step_identity(context)].append(
+            (partition_key, self.factory.file_parent(path, sha256=record.file_sha256))
+        )
+
+    def _read_as(self, wanted: Any, paths: list[UPath], schema_from: Mapping[Any, UPath] | None = None) -> Any:
+        if not paths:
+            raise LakeError(f"no partition files to read among {sorted(map(str, (schema_from or {}).values()))[:3]}")
+        if wanted is pa.RecordBatchReader:
+            readers = [stream_parquet(p) for p in paths]
+            schema = readers[0].schema
+            return pa.RecordBatchReader.from_batches(schema, (b for r in readers for b in r))
+        tables = [read_parquet(p) for p in paths]
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return table.to_pandas() if wanted is pd.DataFrame else table
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        return read_parquet(path)
+
+
+class LakeIOManager(dg.ConfigurableIOManagerFactory):
+    """Parquet lake on local disk or object storage (`lake_root` a folder or an fsspec URL)."""
+
+    lake_root: str = Field(description="Folder or fsspec URL (s3://bucket/prefix) of the lake.")
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible server.")
+    aws_access_key_id: str | None = Field(None, description="Key id for object storage (from the environment).")
+    aws_secret_access_key: str | None = Field(None, description="Secret for object storage (from the environment).")
+    row_group_size: int = Field(DEFAULT_ROW_GROUP_SIZE, description="Rows per Parquet row group.")
+    zstd_level: int = Field(DEFAULT_ZSTD_LEVEL, description="zstd compression level.")
+    fsync: bool = Field(True, description="Flush files to disk before they appear (local disk).")
+    verify_on_load: bool = Field(True, description="Check each file's SHA256 against its sidecar before reading it.")
+
+    def storage_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.lake_root.startswith("s3://"):
+            if self.s3_endpoint_url:
+                options["endpoint_url"] = self.s3_endpoint_url
+            if self.aws_access_key_id:
+                options["key"] = self.aws_access_key_id
+            if self.aws_secret_access_key:
+                options["secret"] = self.aws_secret_access_key
+        return options
+
+    def base_path(self) -> UPath:
+        return as_upath(self.lake_root, **self.storage_options())
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> LakeParquetIOManager:
+        return LakeParquetIOManager(
+            self.base_path(),
+            row_group_size=self.row_group_size,
+            zstd_level=self.zstd_level,
+            fsync=self.fsync,
+            verify_on_load=self.verify_on_load,
+        )
