@@ -118,6 +118,8 @@ def atomic_write(path: UPath, *, fsync: bool = True) -> Iterator[HashingWriter]:
             discard = getattr(handle, "discard", None)
             if discard is not None:
                 discard()
+                # Otherwise fsspec's finalizer tries to commit the upload that was just discarded.
+                handle.closed = True
             raise
         handle.close()
 
