@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +21,16 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from contracts.custody import ParentRef
-from pipeline_assets.lib.files import atomic_write
+from pipeline_assets.lib.files import atomic_write, is_local, sha256_file
 
 DATA_FILE_NAME = "data.parquet"
-DEFAULT_ROW_GROUP_SIZE = 128 * 1024
+# pyarrow's own default: on these machines, smaller groups wrote 2x slower and 15-35% larger
+# files; a reader streaming the file holds one group (tens of MB for market rows) at a time.
+DEFAULT_ROW_GROUP_SIZE = 1024 * 1024
 DEFAULT_ZSTD_LEVEL = 3
+
+# Hashing runs beside Parquet decoding; both release the GIL, so a second core does the hashing.
+_HASH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-sha256")
 
 _PARTITION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -172,27 +178,55 @@ def write_parquet(
     )
 
 
+def _native_source(path: UPath) -> Any:
+    """A local path as a plain string (pyarrow reads it natively, in parallel); else a file object."""
+    return path.path if is_local(path) else path.open("rb")
+
+
 def open_parquet(path: UPath) -> pq.ParquetFile:
     """Open a lake file, turning a missing or corrupt file into an error that names it."""
     try:
-        handle = path.open("rb")
+        source = _native_source(path)
     except FileNotFoundError as exc:
         raise LakeError(f"{path}: the file does not exist") from exc
     try:
-        return pq.ParquetFile(handle)
+        return pq.ParquetFile(source)
+    except FileNotFoundError as exc:
+        raise LakeError(f"{path}: the file does not exist") from exc
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        handle.close()
+        if hasattr(source, "close"):
+            source.close()
         raise LakeError(f"{path}: not a readable Parquet file ({exc}); expected a file written by the lake") from exc
 
 
-def read_parquet(path: UPath) -> pa.Table:
-    parquet_file = open_parquet(path)
+def read_parquet(path: UPath, *, expected_sha256: str | None = None) -> pa.Table:
+    """Read a whole file; with `expected_sha256`, its bytes are hashed alongside the decoding
+    (on another core) and a mismatch raises instead of returning the rows."""
+    hashing = _HASH_POOL.submit(sha256_file, path) if expected_sha256 is not None else None
+
+    def check_hash() -> None:
+        if hashing is not None:
+            actual, _ = hashing.result()
+            if actual != expected_sha256:
+                raise LakeError(
+                    f"{path}: SHA256 is {actual}, but its sidecar records {expected_sha256} "
+                    "(the file was changed after it was written)"
+                )
+
     try:
-        return parquet_file.read()
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise LakeError(f"{path}: corrupt Parquet data ({exc})") from exc
-    finally:
-        parquet_file.close()
+        parquet_file = open_parquet(path)
+        try:
+            table = parquet_file.read()
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            raise LakeError(f"{path}: corrupt Parquet data ({exc})") from exc
+        finally:
+            parquet_file.close()
+    except LakeError as exc:
+        # A changed file is the likelier story than a bug in the reader: say so when the hash agrees.
+        check_hash()
+        raise exc
+    check_hash()
+    return table
 
 
 def stream_parquet(path: UPath, batch_size: int = 64 * 1024) -> pa.RecordBatchReader:

@@ -282,7 +282,7 @@ class LakeParquetIOManager(dg.UPathIOManager):
         """
         paths = self._input_paths(context)
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
-        present: dict[str | None, UPath] = {}
+        present: dict[str | None, tuple[UPath, str]] = {}
         for key, path in paths.items():
             if not path.exists():
                 if allow_missing and key is not None:
@@ -293,33 +293,39 @@ class LakeParquetIOManager(dg.UPathIOManager):
                     f"{what}asset {context.asset_key.to_user_string()} is missing: expected {path}; "
                     "materialize it first"
                 )
-            self._check_and_record(context, key, path)
-            present[key] = path
+            present[key] = (path, self._check_and_record(context, key, path))
 
         wanted = context.dagster_type.typing_type if context.dagster_type else Any
         if typing.get_origin(wanted) is dict:
             value_type = (typing.get_args(wanted) or (Any, Any))[1]
-            return {key: self._read_as(value_type, [path]) for key, path in present.items()}
+            return {key: self._read_as(value_type, dict([entry])) for key, entry in present.items()}
         if wanted in (pa.Table, pd.DataFrame, pa.RecordBatchReader):
-            return self._read_as(wanted, list(present.values()), schema_from=paths)
+            return self._read_as(wanted, dict(present.values()))
         if not context.has_asset_partitions or len(paths) == 1:
-            return self._read_as(pa.Table, list(present.values()), schema_from=paths)
-        return {key: self._read_as(pa.Table, [path]) for key, path in present.items()}
+            return self._read_as(pa.Table, dict(present.values()))
+        return {key: self._read_as(pa.Table, dict([entry])) for key, entry in present.items()}
 
-    def _check_and_record(self, context: dg.InputContext, partition_key: str | None, path: UPath) -> None:
-        record = verify_file(path) if self.verify_on_load else read_sidecar(path)
+    def _check_and_record(self, context: dg.InputContext, partition_key: str | None, path: UPath) -> str:
+        """Read the file's sidecar and note the file as a parent of what this step writes;
+        returns the SHA256 the file must have."""
+        record = read_sidecar(path)
         self._loaded[_step_identity(context)].append(
             (partition_key, self.factory.file_parent(path, sha256=record.file_sha256))
         )
+        return record.file_sha256
 
-    def _read_as(self, wanted: Any, paths: list[UPath], schema_from: Mapping[Any, UPath] | None = None) -> Any:
-        if not paths:
-            raise LakeError(f"no partition files to read among {sorted(map(str, (schema_from or {}).values()))[:3]}")
+    def _read_as(self, wanted: Any, files: Mapping[UPath, str]) -> Any:
+        if not files:
+            raise LakeError("no partition files to read")
         if wanted is pa.RecordBatchReader:
-            readers = [stream_parquet(p) for p in paths]
-            schema = readers[0].schema
-            return pa.RecordBatchReader.from_batches(schema, (b for r in readers for b in r))
-        tables = [read_parquet(p) for p in paths]
+            for path, sha in files.items():
+                if self.verify_on_load:
+                    verify_file(path, expected_sha256=sha)
+            readers = [stream_parquet(p) for p in files]
+            return pa.RecordBatchReader.from_batches(readers[0].schema, (b for r in readers for b in r))
+        tables = [
+            read_parquet(path, expected_sha256=sha if self.verify_on_load else None) for path, sha in files.items()
+        ]
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return table.to_pandas() if wanted is pd.DataFrame else table
 
