@@ -9,6 +9,7 @@ group in memory.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from upath import UPath
 
@@ -114,28 +116,67 @@ def _batches(data: Any, schema: pa.Schema | None) -> tuple[pa.Schema, Iterator[p
     )
 
 
-def _row_groups(schema: pa.Schema, batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
-    """Re-cut batches into tables of exactly `size` rows (the last may be shorter)."""
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in batches:
-        if batch.schema != schema:
-            try:
-                batch = batch.cast(schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-                raise LakeError(f"a record batch does not match the output schema: {exc}") from exc
+class _ParquetSink:
+    """One lake file being written: rows are re-cut into fixed row groups as they arrive."""
+
+    def __init__(self, path: UPath, schema: pa.Schema, stack: contextlib.ExitStack, *, row_group_size: int, zstd_level: int, fsync: bool):
+        self.path = path
+        self.schema = schema
+        self.row_group_size = row_group_size
+        self._out = stack.enter_context(atomic_write(path, fsync=fsync))
+        self._writer = stack.enter_context(
+            pq.ParquetWriter(
+                self._out,
+                schema,
+                compression="zstd",
+                compression_level=zstd_level,
+                version="2.6",
+                use_dictionary=True,
+                write_statistics=True,
+                store_schema=True,
+            )
+        )
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self.rows = 0
+        self.row_groups = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        while pending_rows >= size:
-            table = pa.Table.from_batches(pending, schema=schema)
-            yield table.slice(0, size).combine_chunks()
-            rest = table.slice(size)
-            pending = rest.to_batches()
-            pending_rows = rest.num_rows
-    if pending_rows:
-        yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        while self._pending_rows >= self.row_group_size:
+            table = pa.Table.from_batches(self._pending, schema=self.schema)
+            self._write_group(table.slice(0, self.row_group_size))
+            rest = table.slice(self.row_group_size)
+            self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+
+    def _write_group(self, table: pa.Table) -> None:
+        self._writer.write_table(table.combine_chunks(), row_group_size=self.row_group_size)
+        self.rows += table.num_rows
+        self.row_groups += 1
+
+    def finish(self) -> None:
+        """Write the last row group; the file becomes visible when the ExitStack closes."""
+        if self._pending_rows:
+            self._write_group(pa.Table.from_batches(self._pending, schema=self.schema))
+            self._pending, self._pending_rows = [], 0
+        if self.rows == 0:
+            # An empty file is still a readable file with the schema.
+            self._writer.write_table(self.schema.empty_table())
+
+    def result(self) -> WriteResult:
+        return WriteResult(self.path, self._out.hexdigest, self._out.bytes_written, self.rows, self.row_groups, self.schema)
+
+
+def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    if batch.schema == schema:
+        return batch
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise LakeError(f"a record batch does not match the output schema: {exc}") from exc
 
 
 def write_parquet(
@@ -149,33 +190,68 @@ def write_parquet(
 ) -> WriteResult:
     """Write `data` to `path` atomically and deterministically; returns the file's hash and size."""
     out_schema, batches = _batches(data, schema)
-    rows = row_groups = 0
-    with atomic_write(path, fsync=fsync) as sink:
-        with pq.ParquetWriter(
-            sink,
-            out_schema,
-            compression="zstd",
-            compression_level=zstd_level,
-            version="2.6",
-            use_dictionary=True,
-            write_statistics=True,
-            store_schema=True,
-        ) as writer:
-            for group in _row_groups(out_schema, batches, row_group_size):
-                writer.write_table(group, row_group_size=row_group_size)
-                rows += group.num_rows
-                row_groups += 1
-            if rows == 0:
-                # An empty partition is still a readable file with the schema.
-                writer.write_table(out_schema.empty_table())
-    return WriteResult(
-        path=path,
-        sha256=sink.hexdigest,
-        size_bytes=sink.bytes_written,
-        rows=rows,
-        row_groups=row_groups,
-        schema=out_schema,
-    )
+    with contextlib.ExitStack() as stack:
+        sink = _ParquetSink(path, out_schema, stack, row_group_size=row_group_size, zstd_level=zstd_level, fsync=fsync)
+        for batch in batches:
+            sink.add(_conformed(batch, out_schema))
+        sink.finish()
+    return sink.result()
+
+
+def _split_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> list[tuple[str, ...]]:
+    table = pa.Table.from_batches([batch])
+    for column in columns:
+        if table.column(column).null_count:
+            raise LakeError(f"split column {column!r} has null values; expected a value in every row")
+    distinct = table.group_by(list(columns)).aggregate([]).to_pylist()
+    return sorted(tuple(str(row[c]) for c in columns) for row in distinct)
+
+
+def _rows_of(batch: pa.RecordBatch, columns: Sequence[str], key: tuple[str, ...]) -> pa.RecordBatch:
+    mask = None
+    for column, value in zip(columns, key):
+        values = batch.column(batch.schema.get_field_index(column))
+        term = pc.equal(pc.cast(values, pa.string()), value)
+        mask = term if mask is None else pc.and_(mask, term)
+    return batch.filter(mask)
+
+
+def write_split_parquet(
+    folder: UPath,
+    data: Any,
+    split_by: Sequence[str],
+    *,
+    schema: pa.Schema | None = None,
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    fsync: bool = True,
+) -> list[WriteResult]:
+    """Write rows into `folder/<col>=<value>/.../data.parquet`, one file per distinct value.
+
+    Rows stay in arrival order within each file, so the bytes equal those of filtering the whole
+    table. Streams are split as they arrive: memory holds one pending row group per open file.
+    """
+    out_schema, batches = _batches(data, schema)
+    missing = [c for c in split_by if c not in out_schema.names]
+    if missing:
+        raise LakeError(f"split columns {missing} are not in the output schema {out_schema.names}")
+    sinks: dict[tuple[str, ...], _ParquetSink] = {}
+    with contextlib.ExitStack() as stack:
+        for batch in batches:
+            batch = _conformed(batch, out_schema)
+            if batch.num_rows == 0:
+                continue
+            for key in _split_keys(batch, split_by):
+                if key not in sinks:
+                    sub = hive_folder(list(zip(split_by, key)))
+                    sinks[key] = _ParquetSink(
+                        folder.joinpath(*sub.split("/"), DATA_FILE_NAME), out_schema, stack,
+                        row_group_size=row_group_size, zstd_level=zstd_level, fsync=fsync,
+                    )
+                sinks[key].add(_rows_of(batch, split_by, key))
+        for sink in sinks.values():
+            sink.finish()
+    return [sinks[key].result() for key in sorted(sinks)]
 
 
 def _native_source(path: UPath) -> Any:

@@ -15,7 +15,9 @@ of it, this manager:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import typing
 from collections import defaultdict
 from collections.abc import Mapping
@@ -28,8 +30,15 @@ from pydantic import Field
 from upath import UPath
 
 from contracts.custody import ParentRef
-from pipeline_assets.lib.custody import CustodyError, MetadataFactory, read_sidecar, verify_file, write_sidecar
-from pipeline_assets.lib.files import as_upath
+from pipeline_assets.lib.custody import (
+    CustodyError,
+    MetadataFactory,
+    read_sidecar,
+    sidecar_path,
+    verify_file,
+    write_sidecar,
+)
+from pipeline_assets.lib.files import as_upath, is_local, write_bytes_atomic
 from pipeline_assets.lib.parquet_lake import (
     DATA_FILE_NAME,
     DEFAULT_ROW_GROUP_SIZE,
@@ -41,12 +50,15 @@ from pipeline_assets.lib.parquet_lake import (
     read_parquet,
     stream_parquet,
     write_parquet,
+    write_split_parquet,
 )
 from pipeline_assets.lib.settings import LAKE_LAYERS
 from pipeline_assets.lib.versions import CODE_VERSION
 
 LAYER_METADATA_KEY = "lake/layer"
 PARTITION_NAME_METADATA_KEY = "lake/partition_name"
+SPLIT_BY_METADATA_KEY = "lake/split_by"
+EMPTY_MARKER = "_empty.json"
 
 _LAYER_BY_PREFIX = {"bronze_": "bronze", "silver_": "silver", "gold_": "gold", "dx_": "hq"}
 
@@ -87,6 +99,11 @@ def partition_dimensions(
     return [(_dimension_name(partitions_def, definition_metadata), partition_key)]
 
 
+def _split_by(definition_metadata: Mapping[str, Any]) -> list[str]:
+    value = definition_metadata.get(SPLIT_BY_METADATA_KEY) or []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _column_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
@@ -107,6 +124,23 @@ def _step_identity(context: dg.InputContext | dg.OutputContext) -> tuple[str, st
         return context.step_context.run_id, context.step_context.op_def.name
     except dg.DagsterInvariantViolationError:  # built directly, outside a run
         return "<direct>", "<direct>"
+
+
+def _schema_of(data: Any) -> pa.Schema | None:
+    return getattr(data, "schema", None) if isinstance(getattr(data, "schema", None), pa.Schema) else None
+
+
+def _remove_empty_folders(start: UPath, *, stop: UPath) -> None:
+    # Object stores have no folders; on local disk an emptied value folder would read as a value.
+    current = start
+    while str(current) != str(stop) and is_local(current) and current.exists() and not any(current.iterdir()):
+        current.rmdir()
+        current = current.parent
+
+
+def _empty_schema(marker: UPath) -> pa.Schema:
+    payload = json.loads(marker.read_bytes())
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(payload["arrow_schema"])))
 
 
 class LakeParquetIOManager(dg.UPathIOManager):
@@ -135,48 +169,52 @@ class LakeParquetIOManager(dg.UPathIOManager):
     def asset_folder(self, asset_key: dg.AssetKey, definition_metadata: Mapping[str, Any]) -> UPath:
         return self._base_path.joinpath(_layer_of(asset_key, definition_metadata), *asset_key.path)
 
-    def partition_file(
+    def partition_folder(
         self,
         asset_key: dg.AssetKey,
         partitions_def: dg.PartitionsDefinition | None,
         partition_key: str | None,
         definition_metadata: Mapping[str, Any],
     ) -> UPath:
+        """The folder of one partition (of the whole asset, when it is unpartitioned)."""
         folder = self.asset_folder(asset_key, definition_metadata)
         if partitions_def is not None and partition_key is not None:
             folder = folder.joinpath(*hive_folder(
                 partition_dimensions(partitions_def, partition_key, definition_metadata)
             ).split("/"))
-        return folder / DATA_FILE_NAME
+        return folder
 
-    def _output_paths(self, context: dg.OutputContext) -> dict[str | None, UPath]:
-        metadata = context.definition_metadata or {}
-        if not context.has_asset_partitions:
-            return {None: self.partition_file(context.asset_key, None, None, metadata)}
-        return {
-            key: self.partition_file(context.asset_key, context.asset_partitions_def, key, metadata)
-            for key in context.asset_partition_keys
-        }
+    def partition_files(self, folder: UPath, split_by: list[str]) -> list[UPath] | None:
+        """The data files of a partition in a stable order; None when the partition was never written."""
+        if not split_by:
+            target = folder / DATA_FILE_NAME
+            return [target] if target.exists() else None
+        if not folder.exists():
+            return None
+        files = sorted(folder.glob("/".join(["*"] * len(split_by) + [DATA_FILE_NAME])), key=str)
+        if files or (folder / EMPTY_MARKER).exists():
+            return files
+        return None
 
-    def _input_paths(self, context: dg.InputContext) -> dict[str | None, UPath]:
-        upstream = context.upstream_output
-        metadata = (upstream.definition_metadata if upstream is not None else None) or {}
+    def _folders(
+        self, context: dg.InputContext | dg.OutputContext, metadata: Mapping[str, Any]
+    ) -> dict[str | None, UPath]:
         if not context.has_asset_partitions:
-            return {None: self.partition_file(context.asset_key, None, None, metadata)}
+            return {None: self.partition_folder(context.asset_key, None, None, metadata)}
         return {
-            key: self.partition_file(context.asset_key, context.asset_partitions_def, key, metadata)
+            key: self.partition_folder(context.asset_key, context.asset_partitions_def, key, metadata)
             for key in context.asset_partition_keys
         }
 
     # --- writing -------------------------------------------------------------------------------
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        self._write_one(context, None, obj, path)
+        self._write_partition(context, None, obj, path.parent)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        paths = self._output_paths(context)
+        paths = self._folders(context, context.definition_metadata or {})
         if len(paths) > 1 or isinstance(obj, Mapping):
             if not isinstance(obj, Mapping):
                 raise LakeError(
@@ -197,44 +235,84 @@ class LakeParquetIOManager(dg.UPathIOManager):
             items = [(key, obj, path)]
 
         results: list[tuple[str | None, WriteResult, UPath]] = []
-        for key, data, path in items:
-            context.log.debug(f"writing partition {key} of {context.asset_key.to_user_string()} to {path}")
-            result, sidecar = self._write_one(context, key, data, path)
-            results.append((key, result, sidecar))
-        context.add_output_metadata(self._output_metadata(results))
+        empty: list[str | None] = []
+        for key, data, folder in items:
+            context.log.debug(f"writing partition {key} of {context.asset_key.to_user_string()} to {folder}")
+            written = self._write_partition(context, key, data, folder)
+            results.extend((key, result, sidecar) for result, sidecar in written)
+            if not written:
+                empty.append(key)
+        context.add_output_metadata(self._output_metadata(results, empty))
 
-    def _write_one(
-        self, context: dg.OutputContext, partition_key: str | None, data: Any, path: UPath
-    ) -> tuple[WriteResult, UPath]:
+    def _write_partition(
+        self, context: dg.OutputContext, partition_key: str | None, data: Any, folder: UPath
+    ) -> list[tuple[WriteResult, UPath]]:
+        """Write one partition's files and their sidecars, then drop what an earlier run left."""
         explicit = data if isinstance(data, LakeOutput) else LakeOutput(data=data)
-        result = write_parquet(
-            path,
-            explicit.data,
-            schema=explicit.schema,
-            row_group_size=self.row_group_size,
-            zstd_level=self.zstd_level,
-            fsync=self.fsync,
-        )
         parents = [*explicit.parents, *self._parents_for(context, partition_key)]
         if not parents:
             raise CustodyError(
-                f"asset {context.asset_key.to_user_string()} wrote {path} without any parent: return "
+                f"asset {context.asset_key.to_user_string()} wrote {folder} without any parent: return "
                 "LakeOutput(data, parents=[...]) naming the sources it read"
             )
-        record = self.factory.processed(
-            path,
-            sha256=result.sha256,
-            size_bytes=result.size_bytes,
-            rows=result.rows,
-            parents=parents,
-            transformation_name=context.asset_key.to_user_string(),
-            transformation_params=dict(explicit.params),
-            asset_key=context.asset_key.to_user_string(),
-            partition_key=partition_key,
-            run_id=context.run_id,
-        )
-        sidecar = write_sidecar(path, record, fsync=self.fsync)
-        return result, sidecar
+        split_by = _split_by(context.definition_metadata or {})
+        options = dict(row_group_size=self.row_group_size, zstd_level=self.zstd_level, fsync=self.fsync)
+        if split_by:
+            results = write_split_parquet(folder, explicit.data, split_by, schema=explicit.schema, **options)
+        else:
+            results = [write_parquet(folder / DATA_FILE_NAME, explicit.data, schema=explicit.schema, **options)]
+        written = []
+        for result in results:
+            record = self.factory.processed(
+                result.path,
+                sha256=result.sha256,
+                size_bytes=result.size_bytes,
+                rows=result.rows,
+                parents=parents,
+                transformation_name=context.asset_key.to_user_string(),
+                transformation_params=dict(explicit.params),
+                asset_key=context.asset_key.to_user_string(),
+                partition_key=partition_key,
+                run_id=context.run_id,
+            )
+            written.append((result, write_sidecar(result.path, record, fsync=self.fsync)))
+        if split_by:
+            self._finish_split_partition(
+                context, folder, [r.path for r in results], explicit.schema or _schema_of(explicit.data), parents
+            )
+        return written
+
+    def _finish_split_partition(
+        self,
+        context: dg.OutputContext,
+        folder: UPath,
+        kept: list[UPath],
+        schema: pa.Schema | None,
+        parents: list[ParentRef],
+    ) -> None:
+        """Remove files of values this run no longer has; mark a partition with no rows as empty."""
+        keep = {str(p) for p in kept}
+        for stale in sorted(folder.rglob(DATA_FILE_NAME), key=str):
+            if str(stale) not in keep:
+                context.log.info(f"removing {stale}: its value is no longer in the partition")
+                sidecar_path(stale).unlink(missing_ok=True)
+                stale.unlink(missing_ok=True)
+                _remove_empty_folders(stale.parent, stop=folder)
+        marker = folder / EMPTY_MARKER
+        if kept:
+            marker.unlink(missing_ok=True)
+        else:
+            if schema is None:
+                raise LakeError(f"{folder}: an empty partition needs a schema (LakeOutput(schema=...))")
+            folder.mkdir(parents=True, exist_ok=True)
+            # The marker stands in for the partition's files in the chain of custody: it names the
+            # partition's parents, and downstream files name the marker as theirs.
+            write_bytes_atomic(marker, json.dumps({
+                "asset_key": context.asset_key.to_user_string(),
+                "run_id": context.run_id,
+                "parents": [p.model_dump(mode="json") for p in parents],
+                "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode(),
+            }, sort_keys=True, indent=2).encode(), fsync=self.fsync)
 
     def _parents_for(self, context: dg.OutputContext, partition_key: str | None) -> list[ParentRef]:
         loaded = self._loaded.get(_step_identity(context), [])
@@ -247,28 +325,35 @@ class LakeParquetIOManager(dg.UPathIOManager):
         unique = {ref.path: ref for ref in chosen}
         return [unique[p] for p in sorted(unique)]
 
-    def _output_metadata(self, results: list[tuple[str | None, WriteResult, UPath]]) -> dict[str, Any]:
+    def _output_metadata(
+        self, results: list[tuple[str | None, WriteResult, UPath]], empty: list[str | None]
+    ) -> dict[str, Any]:
         rows = sum(r.rows for _, r, _ in results)
         files = [self.factory.relative(r.path) for _, r, _ in results]
+        partitions = {key for key, _, _ in results} | set(empty)
         metadata: dict[str, Any] = {
             "dagster/row_count": dg.MetadataValue.int(rows),
-            "dagster/column_schema": _column_schema(results[0][1].schema),
             "output_files": dg.MetadataValue.json(files),
-            "partitions_written": dg.MetadataValue.int(len(results)),
+            "partitions_written": dg.MetadataValue.int(len(partitions)),
             "bytes_written": dg.MetadataValue.int(sum(r.size_bytes for _, r, _ in results)),
             "run_finished_utc": dg.MetadataValue.text(
                 dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             ),
         }
+        if results:
+            metadata["dagster/column_schema"] = _column_schema(results[0][1].schema)
+        if empty:
+            metadata["empty_partitions"] = dg.MetadataValue.json([str(k) for k in empty])
         if len(results) == 1:
             _, result, sidecar = results[0]
             metadata["path"] = dg.MetadataValue.path(str(result.path))
             metadata["sha256"] = dg.MetadataValue.text(result.sha256)
             metadata["sidecar"] = dg.MetadataValue.path(str(sidecar))
         else:
-            metadata["row_counts_by_partition"] = dg.MetadataValue.json(
-                {str(key): r.rows for key, r, _ in results}
-            )
+            by_partition: dict[str, int] = {str(k): 0 for k in empty}
+            for key, result, _ in results:
+                by_partition[str(key)] = by_partition.get(str(key), 0) + result.rows
+            metadata["row_counts_by_partition"] = dg.MetadataValue.json(by_partition)
         return metadata
 
     # --- reading -------------------------------------------------------------------------------
@@ -280,30 +365,40 @@ class LakeParquetIOManager(dg.UPathIOManager):
         concatenated in partition order; `pa.RecordBatchReader`: a stream over all of them in
         bounded memory; no annotation: one object for one partition, a dict for several.
         """
-        paths = self._input_paths(context)
+        upstream = context.upstream_output
+        upstream_metadata = (upstream.definition_metadata if upstream is not None else None) or {}
+        split_by = _split_by(upstream_metadata)
+        folders = self._folders(context, upstream_metadata)
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
-        present: dict[str | None, tuple[UPath, str]] = {}
-        for key, path in paths.items():
-            if not path.exists():
+        present: dict[str | None, dict[UPath, str] | pa.Schema] = {}
+        for key, folder in folders.items():
+            files = self.partition_files(folder, split_by)
+            if files is None:
                 if allow_missing and key is not None:
                     context.log.warning(self.get_missing_partition_log_message(key))
                     continue
                 what = f"partition {key} of " if key is not None else ""
+                expected = folder if split_by else folder / DATA_FILE_NAME
                 raise LakeError(
-                    f"{what}asset {context.asset_key.to_user_string()} is missing: expected {path}; "
+                    f"{what}asset {context.asset_key.to_user_string()} is missing: expected {expected}; "
                     "materialize it first"
                 )
-            present[key] = (path, self._check_and_record(context, key, path))
+            if files:
+                present[key] = {path: self._check_and_record(context, key, path) for path in files}
+            else:
+                marker = folder / EMPTY_MARKER
+                self._loaded[_step_identity(context)].append((key, self.factory.file_parent(marker)))
+                present[key] = _empty_schema(marker)
 
         wanted = context.dagster_type.typing_type if context.dagster_type else Any
         if typing.get_origin(wanted) is dict:
             value_type = (typing.get_args(wanted) or (Any, Any))[1]
-            return {key: self._read_as(value_type, dict([entry])) for key, entry in present.items()}
+            return {key: self._read_as(value_type, [entry]) for key, entry in present.items()}
         if wanted in (pa.Table, pd.DataFrame, pa.RecordBatchReader):
-            return self._read_as(wanted, dict(present.values()))
-        if not context.has_asset_partitions or len(paths) == 1:
-            return self._read_as(pa.Table, dict(present.values()))
-        return {key: self._read_as(pa.Table, dict([entry])) for key, entry in present.items()}
+            return self._read_as(wanted, list(present.values()))
+        if not context.has_asset_partitions or len(folders) == 1:
+            return self._read_as(pa.Table, list(present.values()))
+        return {key: self._read_as(pa.Table, [entry]) for key, entry in present.items()}
 
     def _check_and_record(self, context: dg.InputContext, partition_key: str | None, path: UPath) -> str:
         """Read the file's sidecar and note the file as a parent of what this step writes;
@@ -314,12 +409,21 @@ class LakeParquetIOManager(dg.UPathIOManager):
         )
         return record.file_sha256
 
-    def _read_as(self, wanted: Any, files: Mapping[UPath, str]) -> Any:
+    def _read_as(self, wanted: Any, partitions: list[dict[UPath, str] | pa.Schema]) -> Any:
+        """Read partitions (each its files with their expected SHA256, or the schema of an empty
+        one) as one object of the wanted type."""
+        files = {path: sha for part in partitions if isinstance(part, dict) for path, sha in part.items()}
+        schemas = [part for part in partitions if isinstance(part, pa.Schema)]
         if not files:
-            raise LakeError("no partition files to read")
+            if not schemas:
+                raise LakeError("no partitions to read")
+            table = schemas[0].empty_table()
+            if wanted is pa.RecordBatchReader:
+                return pa.RecordBatchReader.from_batches(table.schema, [])
+            return table.to_pandas() if wanted is pd.DataFrame else table
         if wanted is pa.RecordBatchReader:
-            for path, sha in files.items():
-                if self.verify_on_load:
+            if self.verify_on_load:
+                for path, sha in files.items():
                     verify_file(path, expected_sha256=sha)
             readers = [stream_parquet(p) for p in files]
             return pa.RecordBatchReader.from_batches(readers[0].schema, (b for r in readers for b in r))
