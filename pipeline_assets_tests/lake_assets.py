@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from contracts.custody import ParentRef
 from pipeline_assets.lib.parquet_lake import LakeOutput
 
-DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-02-01")
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-03-01")
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 # A stand-in for a source file, so that outputs have a verifiable parent.

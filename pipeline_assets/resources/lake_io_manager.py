@@ -242,7 +242,14 @@ class LakeParquetIOManager(dg.UPathIOManager):
             results.extend((key, result, sidecar) for result, sidecar in written)
             if not written:
                 empty.append(key)
-        context.add_output_metadata(self._output_metadata(results, empty))
+        run_level, by_partition = self._output_metadata(results, empty)
+        context.add_output_metadata(run_level)
+        if len(by_partition) > 1:
+            # A range run makes one materialization per partition: each gets its own figures.
+            for key, metadata in by_partition.items():
+                context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
+        elif by_partition:
+            context.add_output_metadata(next(iter(by_partition.values())))
 
     def _write_partition(
         self, context: dg.OutputContext, partition_key: str | None, data: Any, folder: UPath
@@ -327,34 +334,34 @@ class LakeParquetIOManager(dg.UPathIOManager):
 
     def _output_metadata(
         self, results: list[tuple[str | None, WriteResult, UPath]], empty: list[str | None]
-    ) -> dict[str, Any]:
-        rows = sum(r.rows for _, r, _ in results)
-        files = [self.factory.relative(r.path) for _, r, _ in results]
-        partitions = {key for key, _, _ in results} | set(empty)
-        metadata: dict[str, Any] = {
-            "dagster/row_count": dg.MetadataValue.int(rows),
-            "output_files": dg.MetadataValue.json(files),
-            "partitions_written": dg.MetadataValue.int(len(partitions)),
+    ) -> tuple[dict[str, Any], dict[str | None, dict[str, Any]]]:
+        """Metadata of the whole write, and of each partition's materialization."""
+        run_level: dict[str, Any] = {
+            "partitions_written": dg.MetadataValue.int(len({k for k, _, _ in results} | set(empty))),
             "bytes_written": dg.MetadataValue.int(sum(r.size_bytes for _, r, _ in results)),
             "run_finished_utc": dg.MetadataValue.text(
-                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
             ),
         }
         if results:
-            metadata["dagster/column_schema"] = _column_schema(results[0][1].schema)
-        if empty:
-            metadata["empty_partitions"] = dg.MetadataValue.json([str(k) for k in empty])
-        if len(results) == 1:
-            _, result, sidecar = results[0]
-            metadata["path"] = dg.MetadataValue.path(str(result.path))
-            metadata["sha256"] = dg.MetadataValue.text(result.sha256)
-            metadata["sidecar"] = dg.MetadataValue.path(str(sidecar))
-        else:
-            by_partition: dict[str, int] = {str(k): 0 for k in empty}
-            for key, result, _ in results:
-                by_partition[str(key)] = by_partition.get(str(key), 0) + result.rows
-            metadata["row_counts_by_partition"] = dg.MetadataValue.json(by_partition)
-        return metadata
+            run_level["dagster/column_schema"] = _column_schema(results[0][1].schema)
+        grouped: dict[str | None, list[tuple[WriteResult, UPath]]] = {key: [] for key in empty}
+        for key, result, sidecar in results:
+            grouped.setdefault(key, []).append((result, sidecar))
+        by_partition: dict[str | None, dict[str, Any]] = {}
+        for key, files in grouped.items():
+            metadata: dict[str, Any] = {
+                "dagster/row_count": dg.MetadataValue.int(sum(r.rows for r, _ in files)),
+                "output_files": dg.MetadataValue.json([self.factory.relative(r.path) for r, _ in files]),
+                "empty_partition": dg.MetadataValue.bool(not files),
+            }
+            if len(files) == 1:
+                result, sidecar = files[0]
+                metadata["path"] = dg.MetadataValue.path(str(result.path))
+                metadata["sha256"] = dg.MetadataValue.text(result.sha256)
+                metadata["sidecar"] = dg.MetadataValue.path(str(sidecar))
+            by_partition[key] = metadata
+        return run_level, by_partition
 
     # --- reading -------------------------------------------------------------------------------
 

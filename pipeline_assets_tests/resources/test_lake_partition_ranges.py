@@ -82,16 +82,17 @@ def test_rerunning_a_range_gives_byte_identical_files(lake_root, lake_io, instan
     assert len(first) == 6
 
 
-def test_materialization_metadata_names_files_rows_and_schema(lake_root, lake_io, instance):
+def test_each_partition_of_a_range_gets_its_own_figures(lake_root, lake_io, instance):
     result = dg.materialize(
         [bronze_demo_ticks], resources={"io_manager": lake_io}, instance=instance, tags=range_tags(DAYS[0], DAYS[1])
     )
-    (mat,) = [e.materialization for e in result.get_asset_materialization_events()][:1] or [None]
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    assert metadata["dagster/row_count"].value == 2000
-    assert metadata["output_files"].value == [
-        f"bronze/bronze_demo_ticks/date={d}/data.parquet" for d in DAYS[:2]
-    ]
-    assert metadata["row_counts_by_partition"].value == {DAYS[0]: 1000, DAYS[1]: 1000}
-    columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
-    assert columns == pq.read_schema(lake_root / "bronze/bronze_demo_ticks" / f"date={DAYS[0]}" / "data.parquet").names
+    events = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert sorted(events) == DAYS[:2]
+    for day, metadata in events.items():
+        data = lake_root / "bronze/bronze_demo_ticks" / f"date={day}" / "data.parquet"
+        assert metadata["dagster/row_count"].value == 1000
+        assert metadata["output_files"].value == [f"bronze/bronze_demo_ticks/date={day}/data.parquet"]
+        assert metadata["sha256"].value == _sha(data)
+        assert metadata["partitions_written"].value == 2
+        columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
+        assert columns == pq.read_schema(data).names
