@@ -38,6 +38,14 @@ def _verify(args: argparse.Namespace) -> int:
     return status
 
 
+def _postgres_stop(args: argparse.Namespace) -> int:
+    from pipeline_assets.lib.postgres import stop_embedded
+
+    folder = Settings.from_env().postgres_dir
+    print(f"stopped the embedded PostgreSQL in {folder}" if stop_embedded(folder) else f"no embedded PostgreSQL runs in {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("files", nargs="+", help="data files (their sidecars are FILE.meta.json)")
     verify.add_argument("--json", action="store_true", help="print each verified sidecar as JSON")
     verify.set_defaults(handler=_verify)
+
+    postgres = commands.add_parser("postgres", help="the embedded PostgreSQL under the data root")
+    postgres_commands = postgres.add_subparsers(dest="postgres_command", required=True)
+    stop = postgres_commands.add_parser("stop", help="stop the embedded server (the next run starts it again)")
+    stop.set_defaults(handler=_postgres_stop)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import random
 import re
 import time
@@ -360,3 +361,16 @@ __all__ = [
     "embedded_dsn",
     "redact_dsn",
 ]
+
+
+def stop_embedded(pgdata_dir: Path, *, timeout: int = 30) -> bool:
+    """Stop the embedded server of this folder, if one runs; returns whether it was running."""
+    from pgserver._commands import pg_ctl
+
+    if not (pgdata_dir / "postmaster.pid").exists():
+        return False
+    # pg_ctl refuses to run as root; as root, pgserver runs the server as its 'pgserver' user.
+    user = "pgserver" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata_dir, user=user, timeout=timeout)
+    logger.info("stopped embedded PostgreSQL in %s", pgdata_dir)
+    return True

@@ -51,8 +51,9 @@ def _postmasters(pgdata: Path) -> list[psutil.Process]:
 
 
 def _stop_embedded(pgdata: Path) -> None:
-    from pgserver._commands import pg_ctl
     from pgserver.postgres_server import PostgresServer
+
+    from pipeline_assets.lib.postgres import stop_embedded
 
     server = PostgresServer._instances.get(pgdata)
     if server is not None:
@@ -60,13 +61,10 @@ def _stop_embedded(pgdata: Path) -> None:
         # holds the last handle listed in <pgdata>/.handle_pids.json.
         server.cleanup_mode = "stop"
         server.cleanup()
-    procs = _postmasters(pgdata)
-    if procs:
+    if _postmasters(pgdata):
         # A handle left by a killed process keeps cleanup() from stopping: stop it directly.
-        # pg_ctl refuses to run as root; pgserver runs the server as its 'pgserver' user then.
-        user = "pgserver" if os.geteuid() == 0 else None
         with contextlib.suppress(subprocess.CalledProcessError):
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+            stop_embedded(pgdata)
     # Not our children: once stopped they linger as zombies until init reaps them, which
     # psutil.wait_procs would count as alive, so poll for "gone or zombie" instead.
     deadline = time.monotonic() + 15
