@@ -11,11 +11,10 @@ the IO manager as record batches and reports the peak memory it took.
 from __future__ import annotations
 
 import argparse
-import gc
-import threading
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -138,8 +137,6 @@ def main() -> int:
             asset_key=dg.AssetKey("bronze_bench_stream"), partition_key=DAY, definition_metadata=metadata,
             asset_partitions_def=PARTITIONS, instance=instance,
         )
-        del table
-        gc.collect()
         process = psutil.Process()
         baseline = process.memory_info().rss
         peak = [baseline]

@@ -170,7 +170,7 @@ def json_schema(model: type[ContractModel]) -> dict[str, Any]:
 
 
 def _type_label(annotation: Any, field_info: Any = None) -> str:
-    annotation, nullable = _strip_optional(annotation)
+    annotation, _nullable = _strip_optional(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         label = f"object ({annotation.__name__})"
     elif typing.get_origin(annotation) in (list, tuple):
@@ -192,8 +192,10 @@ def markdown_doc(model: type[ContractModel]) -> str:
     lines = [
         f"# {info.title}",
         "",
-        f"Contract `{info.name}`, version `{info.version}` ({info.write_semantics}). "
-        f"Generated from `{model.__module__}.{model.__name__}`; do not edit by hand.",
+        (
+            f"Contract `{info.name}`, version `{info.version}` ({info.write_semantics}). "
+            f"Generated from `{model.__module__}.{model.__name__}`; do not edit by hand."
+        ),
         "",
         info.description,
         "",
@@ -263,7 +265,7 @@ def key_duplicates(table: pa.Table, columns: Iterable[str], limit: int = 20) -> 
 
 def registered_contracts() -> list[type[ContractModel]]:
     """Every contract the project defines, in a stable order."""
-    from contracts import custody
+    from contracts import custody, market
 
-    models: list[type[ContractModel]] = [*custody.CONTRACTS]
+    models: list[type[ContractModel]] = [*custody.CONTRACTS, *market.CONTRACTS]
     return sorted(models, key=lambda m: m.contract.name)

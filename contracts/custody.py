@@ -20,7 +20,7 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class CompressionType(str, enum.Enum):

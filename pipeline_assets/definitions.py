@@ -12,6 +12,7 @@ import dagster as dg
 
 from pipeline_assets.lib.settings import Settings
 from pipeline_assets.resources.lake_io_manager import LakeIOManager
+from pipeline_assets.resources.market_sources import MarketSources
 from pipeline_assets.resources.source_postgres import SourcePostgres
 
 
@@ -34,11 +35,14 @@ def build_resources(settings: Settings) -> dict[str, object]:
             dsn=_env_or_none("PIPELINE_DX_SOURCE_DSN"),
             embedded_dir=str(settings.postgres_dir),
         ),
+        "market_sources": MarketSources(
+            workers_dir=str(settings.workers_dir), data_root=str(settings.data_root)
+        ),
     }
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
-    loaded = dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent)
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
     return dg.Definitions.merge(loaded, dg.Definitions(resources=build_resources(settings)))

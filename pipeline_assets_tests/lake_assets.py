@@ -24,7 +24,7 @@ def range_tags(start: str, end: str) -> dict[str, str]:
 
 def day_rows(day: str, rows: int = 1000) -> pa.Table:
     """Deterministic rows for one day: the same day always gives the same table."""
-    base = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)
+    base = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
     seed = int(day.replace("-", ""))
     return pa.table(
         {

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import re
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,10 +297,10 @@ def read_parquet(path: UPath, *, expected_sha256: str | None = None) -> pa.Table
             raise LakeError(f"{path}: corrupt Parquet data ({exc})") from exc
         finally:
             parquet_file.close()
-    except LakeError as exc:
+    except LakeError:
         # A changed file is the likelier story than a bug in the reader: say so when the hash agrees.
         check_hash()
-        raise exc
+        raise
     check_hash()
     return table
 

@@ -12,13 +12,13 @@ from typing import Any
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def utc_iso(value: dt.datetime) -> str:
     if value.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no time zone; expected UTC")
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def run_record(

@@ -54,6 +54,7 @@ from pipeline_assets.lib.parquet_lake import (
 )
 from pipeline_assets.lib.settings import LAKE_LAYERS
 from pipeline_assets.lib.versions import CODE_VERSION
+from pipeline_assets.utils.table_schema import column_schema
 
 LAYER_METADATA_KEY = "lake/layer"
 PARTITION_NAME_METADATA_KEY = "lake/partition_name"
@@ -102,20 +103,6 @@ def partition_dimensions(
 def _split_by(definition_metadata: Mapping[str, Any]) -> list[str]:
     value = definition_metadata.get(SPLIT_BY_METADATA_KEY) or []
     return [value] if isinstance(value, str) else list(value)
-
-
-def _column_schema(schema: pa.Schema) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=f.name,
-                type=str(f.type),
-                description=(f.metadata or {}).get(b"description", b"").decode() or None,
-                constraints=dg.TableColumnConstraints(nullable=f.nullable),
-            )
-            for f in schema
-        ]
-    )
 
 
 def _step_identity(context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
@@ -263,7 +250,7 @@ class LakeParquetIOManager(dg.UPathIOManager):
                 "LakeOutput(data, parents=[...]) naming the sources it read"
             )
         split_by = _split_by(context.definition_metadata or {})
-        options = dict(row_group_size=self.row_group_size, zstd_level=self.zstd_level, fsync=self.fsync)
+        options = {"row_group_size": self.row_group_size, "zstd_level": self.zstd_level, "fsync": self.fsync}
         if split_by:
             results = write_split_parquet(folder, explicit.data, split_by, schema=explicit.schema, **options)
         else:
@@ -340,11 +327,11 @@ class LakeParquetIOManager(dg.UPathIOManager):
             "partitions_written": dg.MetadataValue.int(len({k for k, _, _ in results} | set(empty))),
             "bytes_written": dg.MetadataValue.int(sum(r.size_bytes for _, r, _ in results)),
             "run_finished_utc": dg.MetadataValue.text(
-                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+                dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             ),
         }
         if results:
-            run_level["dagster/column_schema"] = _column_schema(results[0][1].schema)
+            run_level["dagster/column_schema"] = column_schema(results[0][1].schema)
         grouped: dict[str | None, list[tuple[WriteResult, UPath]]] = {key: [] for key in empty}
         for key, result, sidecar in results:
             grouped.setdefault(key, []).append((result, sidecar))

@@ -10,7 +10,14 @@ import pyarrow as pa
 import pytest
 from pydantic import Field
 
-from contracts import ContractInfo, ContractModel, arrow_schema, json_schema, key_duplicates, schema_violations
+from contracts import (
+    ContractInfo,
+    ContractModel,
+    arrow_schema,
+    json_schema,
+    key_duplicates,
+    schema_violations,
+)
 from contracts.custody import CONTRACTS, ProcessedMetadata
 from contracts.publish import SCHEMA_DIR, expected_files, stale_files
 
@@ -38,9 +45,9 @@ def test_published_schema_accepts_what_the_model_writes(model):
     published = json.loads((SCHEMA_DIR / model.contract.schema_file_name).read_text())
     jsonschema.Draft202012Validator.check_schema(published)
     example = {
-        "download_metadata": dict(path="source/x.json", source_url="https://example.invalid/x.json", sha256="a" * 64, compressed_size=3, compression="none"),
-        "sample_metadata": dict(path="samples/x.jsonl", parent_sha256="a" * 64, sample_sha256="b" * 64, regime_type="head", n_rows=3, strategy_used="HeadSampler"),
-        "processed_metadata": dict(path="bronze/a/data.parquet", parent_sha256="a" * 64, processed_sha256="b" * 64, transformation_name="a", size_bytes=10),
+        "download_metadata": {"path": "source/x.json", "source_url": "https://example.invalid/x.json", "sha256": "a" * 64, "compressed_size": 3, "compression": "none"},
+        "sample_metadata": {"path": "samples/x.jsonl", "parent_sha256": "a" * 64, "sample_sha256": "b" * 64, "regime_type": "head", "n_rows": 3, "strategy_used": "HeadSampler"},
+        "processed_metadata": {"path": "bronze/a/data.parquet", "parent_sha256": "a" * 64, "processed_sha256": "b" * 64, "transformation_name": "a", "size_bytes": 10},
     }[model.contract.name]
     document = model.model_validate(example).model_dump(mode="json")
     jsonschema.validate(document, published)
@@ -61,7 +68,7 @@ class _Trade(ContractModel):
     day: dt.date | None = None
     side: Literal["buy", "sell"] | None = None
     attempts: int
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
     raw: dict[str, Any] | None = None
 
 

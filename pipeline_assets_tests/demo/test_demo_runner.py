@@ -7,7 +7,7 @@ from pipeline_assets.demo import DEMO_DAYS, format_summary, run_demo
 from pipeline_assets.lib.parquet_lake import LakeOutput
 from pipeline_assets.lib.settings import Settings
 from pipeline_assets.resources.lake_io_manager import LakeIOManager
-from pipeline_assets_tests.lake_assets import SOURCE_PARENT, bronze_demo_ticks, silver_demo_prices
+from pipeline_assets_tests.lake_assets import bronze_demo_ticks, silver_demo_prices
 
 
 @dg.asset(

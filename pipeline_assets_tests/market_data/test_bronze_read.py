@@ -111,8 +111,14 @@ def test_tables_have_the_declared_schemas_with_descriptions(demo_files: list[Pat
         assert tables[name].schema.equals(schema, check_metadata=True)
         for field in schema:
             assert field.metadata and field.metadata[b"description"], field.name
+    # A parsed level always has both numbers, so the contract makes them NOT NULL.
     assert BRONZE_ORDERBOOK_SCHEMA.field("bids").type == pa.list_(
-        pa.struct([("price", pa.float64()), ("size", pa.float64())])
+        pa.struct(
+            [
+                pa.field("price", pa.float64(), nullable=False),
+                pa.field("size", pa.float64(), nullable=False),
+            ]
+        )
     )
     assert BRONZE_TRADES_SCHEMA.field("side").nullable
     assert BRONZE_TICKER_SCHEMA.field("event_ts_utc").type == pa.timestamp("us", tz="UTC")

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
+from upath import UPath
 
 from pipeline_assets.lib.custody import read_sidecar
 from pipeline_assets.resources.lake_io_manager import LakeIOManager
 from pipeline_assets_tests.lake_assets import bronze_demo_ticks, range_tags, silver_demo_prices
-from upath import UPath
 
 BUCKET = "lake-test"
 DAYS = ("2026-01-10", "2026-01-12")

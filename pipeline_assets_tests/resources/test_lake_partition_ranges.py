@@ -8,10 +8,15 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
+from upath import UPath
 
 from pipeline_assets.lib.custody import read_sidecar, verify_file
-from pipeline_assets_tests.lake_assets import bronze_demo_ticks, day_rows, range_tags, silver_demo_prices
-from upath import UPath
+from pipeline_assets_tests.lake_assets import (
+    bronze_demo_ticks,
+    day_rows,
+    range_tags,
+    silver_demo_prices,
+)
 
 DAYS = ["2026-01-03", "2026-01-04", "2026-01-05"]
 

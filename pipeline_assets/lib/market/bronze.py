@@ -20,146 +20,72 @@ collector nor change the file:
 Each row is normalized (exchange lowercase, `BASE-QUOTE` symbol) and its JSON payload parsed into
 typed columns. A row that cannot be (bad JSON, a missing or mistyped field, an unknown channel,
 an unreadable symbol or timestamp) goes to a `rejects` table with the reason, never dropped.
+
+`land_bronze_day` is what the bronze assets write: the day across all worker files, with exact
+duplicates recorded by two workers dropped (and counted), the day's connection events, and the
+rejected rows of both tables as the quarantine. The schemas are the contracts in
+`contracts.market`; the `BRONZE_*_SCHEMA` names are their Arrow schemas.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from contracts.core import ContractModel, arrow_schema
+from contracts.market import (
+    BronzeConnectionEvents,
+    BronzeOrderbook,
+    BronzeQuarantine,
+    BronzeTicker,
+    BronzeTrades,
+)
 from pipeline_assets.lib.market.symbols import SymbolError, normalize_exchange, normalize_symbol
 
 CHANNELS = ("orderbook", "trades", "ticker")
 REJECTS = "rejects"
+QUARANTINE = "quarantine"
+CONNECTION_EVENTS = "connection_events"
 READ_PAGE_ROWS = 5_000
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
-TS_TYPE = pa.timestamp("us", tz="UTC")
-LEVEL_TYPE = pa.struct([("price", pa.float64()), ("size", pa.float64())])
-LEVELS_TYPE = pa.list_(LEVEL_TYPE)
+BRONZE_ORDERBOOK_SCHEMA = arrow_schema(BronzeOrderbook)
+BRONZE_TRADES_SCHEMA = arrow_schema(BronzeTrades)
+BRONZE_TICKER_SCHEMA = arrow_schema(BronzeTicker)
+BRONZE_QUARANTINE_SCHEMA = arrow_schema(BronzeQuarantine)
+# read_worker_day's rejects are the market_ticks part of the quarantine.
+BRONZE_REJECTS_SCHEMA = BRONZE_QUARANTINE_SCHEMA
+BRONZE_CONNECTION_EVENTS_SCHEMA = arrow_schema(BronzeConnectionEvents)
 
-
-def _field(name: str, type_: pa.DataType, description: str, *, nullable: bool = False) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={b"description": description.encode()})
-
-
-_COMMON_FIELDS = (
-    _field("source_file", pa.string(), "Name of the worker SQLite file the row was read from."),
-    _field("source_id", pa.int64(), "market_ticks.id in the worker file (a per-file sequence)."),
-    _field(
-        "exchange_raw", pa.string(), "Exchange as the collector spelled it (market_ticks.exchange)."
-    ),
-    _field("symbol_raw", pa.string(), "Exchange-native symbol as collected (market_ticks.symbol)."),
-    _field("exchange", pa.string(), "Normalized exchange: stripped, lowercase."),
-    _field("symbol", pa.string(), "Canonical symbol BASE-QUOTE, uppercase (BTC-USDT)."),
-    _field("base_asset", pa.string(), "Base asset, uppercase, aliases resolved (XBT -> BTC)."),
-    _field("quote_asset", pa.string(), "Quote asset, uppercase, aliases resolved."),
-    _field("event_ts_utc", TS_TYPE, "Exchange event time (market_ticks.event_ts_utc), UTC."),
-    _field(
-        "ingestion_ts_utc",
-        TS_TYPE,
-        "When the worker stored the row (market_ticks.ingestion_ts_utc), UTC; the staging watermark.",
-    ),
-)
-_PAYLOAD_FIELD = _field("payload", pa.string(), "The raw JSON payload text, unchanged.")
-
-BRONZE_ORDERBOOK_SCHEMA = pa.schema(
-    [
-        *_COMMON_FIELDS,
-        _field(
-            "bids",
-            LEVELS_TYPE,
-            "Bid levels of the snapshot as collected (best first): price, size.",
-        ),
-        _field(
-            "asks",
-            LEVELS_TYPE,
-            "Ask levels of the snapshot as collected (best first): price, size.",
-        ),
-        _PAYLOAD_FIELD,
-    ],
-    metadata={
-        b"description": b"Order book snapshots, one row per market_ticks row of channel 'orderbook'."
-    },
-)
-BRONZE_TRADES_SCHEMA = pa.schema(
-    [
-        *_COMMON_FIELDS,
-        _field(
-            "trade_id",
-            pa.string(),
-            "Exchange trade id, as text (numeric ids are written in decimal).",
-        ),
-        _field("price", pa.float64(), "Trade price in the quote asset."),
-        _field("size", pa.float64(), "Trade size in the base asset."),
-        _field(
-            "side",
-            pa.string(),
-            "Aggressor side 'buy' or 'sell'; null when the exchange does not say.",
-            nullable=True,
-        ),
-        _PAYLOAD_FIELD,
-    ],
-    metadata={b"description": b"Trades, one row per market_ticks row of channel 'trades'."},
-)
-BRONZE_TICKER_SCHEMA = pa.schema(
-    [
-        *_COMMON_FIELDS,
-        _field("bid", pa.float64(), "Best bid price."),
-        _field("ask", pa.float64(), "Best ask price."),
-        _field("last", pa.float64(), "Last traded price."),
-        _field(
-            "volume_24h",
-            pa.float64(),
-            "Rolling 24-hour volume in the base asset, as the exchange reports it.",
-        ),
-        _PAYLOAD_FIELD,
-    ],
-    metadata={b"description": b"Ticker updates, one row per market_ticks row of channel 'ticker'."},
-)
-BRONZE_REJECTS_SCHEMA = pa.schema(
-    [
-        _field("source_file", pa.string(), "Name of the worker SQLite file the row was read from."),
-        _field("source_id", pa.int64(), "market_ticks.id in the worker file."),
-        _field("channel", pa.string(), "market_ticks.channel as stored."),
-        _field("exchange_raw", pa.string(), "market_ticks.exchange as stored.", nullable=True),
-        _field("symbol_raw", pa.string(), "market_ticks.symbol as stored.", nullable=True),
-        _field(
-            "event_ts_utc_raw",
-            pa.string(),
-            "market_ticks.event_ts_utc as stored (text).",
-            nullable=True,
-        ),
-        _field(
-            "reason",
-            pa.string(),
-            "Why the row was rejected: the field, what was expected and what was found.",
-        ),
-        _field(
-            "payload",
-            pa.string(),
-            "The raw payload text, unchanged (binary payloads decoded with escapes).",
-            nullable=True,
-        ),
-    ],
-    metadata={
-        b"description": b"market_ticks rows of the day that could not be parsed, with the reason."
-    },
-)
+TS_TYPE = BRONZE_TRADES_SCHEMA.field("event_ts_utc").type
+LEVELS_TYPE = BRONZE_ORDERBOOK_SCHEMA.field("bids").type
+LEVEL_TYPE = LEVELS_TYPE.value_type
 
 BRONZE_SCHEMAS: dict[str, pa.Schema] = {
     "orderbook": BRONZE_ORDERBOOK_SCHEMA,
     "trades": BRONZE_TRADES_SCHEMA,
     "ticker": BRONZE_TICKER_SCHEMA,
     REJECTS: BRONZE_REJECTS_SCHEMA,
+}
+
+# The contract of each table `land_bronze_day` returns.
+LANDED_CONTRACTS: dict[str, type[ContractModel]] = {
+    "orderbook": BronzeOrderbook,
+    "trades": BronzeTrades,
+    "ticker": BronzeTicker,
+    QUARANTINE: BronzeQuarantine,
+    CONNECTION_EVENTS: BronzeConnectionEvents,
 }
 
 SORT_KEYS = [
@@ -169,7 +95,19 @@ SORT_KEYS = [
     ("source_file", "ascending"),
     ("source_id", "ascending"),
 ]
-REJECT_SORT_KEYS = [("source_file", "ascending"), ("source_id", "ascending")]
+REJECT_SORT_KEYS = [
+    ("source_file", "ascending"),
+    ("source_table", "ascending"),
+    ("source_id", "ascending"),
+]
+EVENT_SORT_KEYS = [
+    ("event_ts_utc", "ascending"),
+    ("exchange", "ascending"),
+    ("source_file", "ascending"),
+    ("source_id", "ascending"),
+]
+# What makes two market_ticks rows the same recorded event (the channel is the table).
+DUPLICATE_KEY = ("exchange", "symbol", "event_ts_utc", "payload")
 
 _MARKET_TICKS_COLUMNS = (
     "id",
@@ -180,6 +118,23 @@ _MARKET_TICKS_COLUMNS = (
     "ingestion_ts_utc",
     "payload",
 )
+_CONNECTION_EVENTS_COLUMNS = (
+    "id",
+    "exchange",
+    "worker_id",
+    "event_type",
+    "event_ts_utc",
+    "details",
+)
+
+
+class WorkerFileError(ValueError):
+    """A worker file that cannot be read as a collector file: not SQLite, a table or column
+    missing, truncated or corrupt. The message names the file; `path` holds it."""
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(message)
+        self.path = Path(path)
 
 
 class PayloadError(ValueError):
@@ -357,34 +312,71 @@ def _as_text(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _connect_read_only(db_path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+def _is_transient(exc: sqlite3.Error) -> bool:
+    # A writer holding its lock past the busy timeout is not the file's fault: fail, never skip.
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextlib.contextmanager
+def _file_errors(db_path: Path) -> Iterator[None]:
+    """Turn SQLite's errors about a file's content into a `WorkerFileError` naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if _is_transient(exc):
+            raise
+        raise WorkerFileError(
+            db_path,
+            f"cannot read worker file {db_path} ({exc}); expected an intact collector SQLite file",
+        ) from exc
+
+
+def _connect_read_only(
+    db_path: Path,
+    busy_timeout_s: float,
+    tables: Mapping[str, Sequence[str]] | None = None,
+) -> sqlite3.Connection:
+    """A read-only connection to a worker file that holds `tables` with at least their columns."""
+    tables = {"market_ticks": _MARKET_TICKS_COLUMNS} if tables is None else tables
     if not db_path.is_file():
         raise FileNotFoundError(f"worker file {db_path} does not exist")
     uri = f"{db_path.resolve().as_uri()}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only = ON")
-        tables = {
+        found = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
+        for table, wanted in tables.items():
+            if table not in found:
+                raise WorkerFileError(
+                    db_path,
+                    f"worker file {db_path}: expected a table {table}, found {sorted(found)}",
+                )
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in wanted if c not in columns]
+            if missing:
+                raise WorkerFileError(
+                    db_path,
+                    f"worker file {db_path}: {table} lacks the columns {missing} of the collector schema",
+                )
+    except WorkerFileError:
+        conn.close()
+        raise
     except sqlite3.Error as exc:
         conn.close()
-        raise sqlite3.OperationalError(
-            f"cannot read worker file {db_path} read-only ({exc}); if it is in WAL mode, its "
-            "folder must be writable so that SQLite can create the shared-memory index beside it"
+        if _is_transient(exc):
+            raise
+        hint = (
+            "; if it is in WAL mode, its folder must be writable so that SQLite can create the "
+            "shared-memory index beside it"
+            if "unable to open" in str(exc).lower()
+            else "; expected a collector SQLite file"
+        )
+        raise WorkerFileError(
+            db_path, f"cannot read worker file {db_path} read-only ({exc}){hint}"
         ) from exc
-    if "market_ticks" not in tables:
-        conn.close()
-        raise ValueError(
-            f"worker file {db_path}: expected a table market_ticks, found {sorted(tables)}"
-        )
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(market_ticks)")}
-    missing = [c for c in _MARKET_TICKS_COLUMNS if c not in columns]
-    if missing:
-        conn.close()
-        raise ValueError(
-            f"worker file {db_path}: market_ticks lacks the columns {missing} of the collector schema"
-        )
     return conn
 
 
@@ -393,12 +385,15 @@ def _day_bounds(day: dt.date) -> tuple[str, str]:
     return day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
 
 
-def _fetch_day_rows(conn: sqlite3.Connection, day: dt.date, page_rows: int) -> list[tuple]:
+def _fetch_day_rows(
+    conn: sqlite3.Connection, day: dt.date, page_rows: int
+) -> tuple[list[tuple], int | None]:
+    """The day's market_ticks rows, and the highest id when the read started (None: no rows)."""
     lower, upper = _day_bounds(day)
     min_id, max_id = conn.execute("SELECT min(id), max(id) FROM market_ticks").fetchone()
     rows: list[tuple] = []
     if max_id is None:
-        return rows
+        return rows, None
     last_id = min_id - 1
     while True:
         # Each page is its own statement (autocommit), so no read lock is held between pages;
@@ -411,16 +406,17 @@ def _fetch_day_rows(conn: sqlite3.Connection, day: dt.date, page_rows: int) -> l
         ).fetchall()
         rows.extend(page)
         if len(page) < page_rows:
-            return rows
+            return rows, max_id
         last_id = page[-1][0]
 
 
 class _Builder:
-    """Column lists for the three channel tables and the rejects table of one file."""
+    """Column lists for a set of tables, filled row by row."""
 
-    def __init__(self) -> None:
+    def __init__(self, schemas: Mapping[str, pa.Schema] = BRONZE_SCHEMAS) -> None:
+        self.schemas = dict(schemas)
         self.columns: dict[str, dict[str, list]] = {
-            name: {f.name: [] for f in schema} for name, schema in BRONZE_SCHEMAS.items()
+            name: {f.name: [] for f in schema} for name, schema in self.schemas.items()
         }
 
     def add(self, table: str, values: dict[str, Any]) -> None:
@@ -430,31 +426,14 @@ class _Builder:
     def tables(self) -> dict[str, pa.Table]:
         return {
             name: pa.Table.from_pydict(self.columns[name], schema=schema)
-            for name, schema in BRONZE_SCHEMAS.items()
+            for name, schema in self.schemas.items()
         }
 
 
-def read_worker_day(
-    db_path: Path,
-    day: dt.date,
-    *,
-    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
-    page_rows: int = READ_PAGE_ROWS,
-) -> dict[str, pa.Table]:
-    """The market_ticks of one worker file whose event time falls on `day` (UTC), by channel.
-
-    Returns tables 'orderbook', 'trades', 'ticker' (schemas `BRONZE_*_SCHEMA`) and 'rejects'
-    (`BRONZE_REJECTS_SCHEMA`), sorted by (event_ts_utc, exchange, symbol, source_file, source_id)
-    and rejects by source_id. The file is opened read-only and never changed.
-    """
-    db_path = Path(db_path)
-    source_file = db_path.name
-    conn = _connect_read_only(db_path, busy_timeout_s)
-    try:
-        rows = _fetch_day_rows(conn, day, page_rows)
-    finally:
-        conn.close()
-
+def _ticks_of_day(
+    conn: sqlite3.Connection, source_file: str, day: dt.date, page_rows: int
+) -> tuple[dict[str, pa.Table], int | None]:
+    rows, max_id = _fetch_day_rows(conn, day, page_rows)
     builder = _Builder()
     names: dict[tuple[Any, Any], tuple[str, str, str, str] | str] = {}
     for (
@@ -492,6 +471,7 @@ def read_worker_day(
                 REJECTS,
                 {
                     "source_file": source_file,
+                    "source_table": "market_ticks",
                     "source_id": source_id,
                     "channel": channel,
                     "exchange_raw": exchange_text,
@@ -520,7 +500,31 @@ def read_worker_day(
                 **fields,
             },
         )
-    return _sorted(builder.tables())
+    return _sorted(builder.tables()), max_id
+
+
+def read_worker_day(
+    db_path: Path,
+    day: dt.date,
+    *,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    page_rows: int = READ_PAGE_ROWS,
+) -> dict[str, pa.Table]:
+    """The market_ticks of one worker file whose event time falls on `day` (UTC), by channel.
+
+    Returns tables 'orderbook', 'trades', 'ticker' (schemas `BRONZE_*_SCHEMA`) and 'rejects'
+    (`BRONZE_REJECTS_SCHEMA`), sorted by (event_ts_utc, exchange, symbol, source_file, source_id)
+    and rejects by source_id. The file is opened read-only and never changed. A file that is not
+    a readable collector file raises `WorkerFileError` naming it.
+    """
+    db_path = Path(db_path)
+    conn = _connect_read_only(db_path, busy_timeout_s)
+    try:
+        with _file_errors(db_path):
+            tables, _ = _ticks_of_day(conn, db_path.name, day, page_rows)
+    finally:
+        conn.close()
+    return tables
 
 
 def _normalize_names(
@@ -544,6 +548,15 @@ def _sorted(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
     }
 
 
+def _check_distinct_names(paths: Sequence[Path]) -> None:
+    names = [p.name for p in paths]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"worker files must have distinct names (source_file); repeated: {duplicates}"
+        )
+
+
 def read_bronze_day(
     db_paths: Sequence[Path],
     day: dt.date,
@@ -554,15 +567,10 @@ def read_bronze_day(
 
     The order of `db_paths` does not matter: rows are sorted by (event_ts_utc, exchange, symbol,
     source_file, source_id), rejects by (source_file, source_id). File names must be distinct,
-    since `source_file` identifies a row's origin.
+    since `source_file` identifies a row's origin. Duplicates are kept; `land_bronze_day` drops them.
     """
     paths = [Path(p) for p in db_paths]
-    names = [p.name for p in paths]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(
-            f"worker files must have distinct names (source_file); repeated: {duplicates}"
-        )
+    _check_distinct_names(paths)
     parts = [
         read_worker_day(p, day, busy_timeout_s=busy_timeout_s)
         for p in sorted(paths, key=lambda p: p.name)
@@ -572,3 +580,213 @@ def read_bronze_day(
         for name, schema in BRONZE_SCHEMAS.items()
     }
     return _sorted({name: table.combine_chunks() for name, table in combined.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection events
+# ---------------------------------------------------------------------------------------------
+
+_EVENT_SCHEMAS = {
+    CONNECTION_EVENTS: BRONZE_CONNECTION_EVENTS_SCHEMA,
+    REJECTS: BRONZE_REJECTS_SCHEMA,
+}
+
+
+def _required_text(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError(f"{field}: expected non-empty text, got {_describe_raw(value)}")
+    return value
+
+
+def _details(value: Any) -> str | None:
+    """The details text as stored when it is a JSON object (or NULL); else a PayloadError."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(
+            f"details: expected JSON text or NULL, got a SQLite {type(value).__name__} value"
+        )
+    try:
+        obj = _DECODER.decode(value)
+    except (ValueError, RecursionError):
+        raise PayloadError(
+            "details: expected a JSON object or NULL, got text that is not JSON"
+        ) from None
+    if not isinstance(obj, dict):
+        raise PayloadError(
+            f"details: expected a JSON object or NULL, got {type(obj).__name__} {_describe(obj)}"
+        )
+    return value
+
+
+def _events_of_day(
+    conn: sqlite3.Connection, source_file: str, day: dt.date
+) -> tuple[dict[str, pa.Table], int | None]:
+    """The day's connection_events as the bronze table and rejects; and the highest id read."""
+    lower, upper = _day_bounds(day)
+    (max_id,) = conn.execute("SELECT max(id) FROM connection_events").fetchone()
+    builder = _Builder(_EVENT_SCHEMAS)
+    if max_id is not None:
+        # A few rows a day per exchange: one short statement is enough.
+        rows = conn.execute(
+            "SELECT id, exchange, worker_id, event_type, event_ts_utc, details "
+            "FROM connection_events WHERE id <= ? AND event_ts_utc >= ? AND event_ts_utc < ? "
+            "ORDER BY id",
+            (max_id, lower, upper),
+        ).fetchall()
+    else:
+        rows = []
+    for source_id, exchange_raw, worker_raw, type_raw, event_raw, details_raw in rows:
+        try:
+            try:
+                exchange = normalize_exchange(exchange_raw)
+            except SymbolError as exc:
+                raise PayloadError(f"exchange: {exc}") from None
+            values = {
+                "source_file": source_file,
+                "source_id": source_id,
+                "exchange": exchange,
+                "worker_id": _required_text(worker_raw, "worker_id"),
+                "event_type": _required_text(type_raw, "event_type"),
+                "event_ts_utc": parse_utc_ts(event_raw, "event_ts_utc"),
+                "details": _details(details_raw),
+            }
+        except PayloadError as exc:
+            builder.add(
+                REJECTS,
+                {
+                    "source_file": source_file,
+                    "source_table": "connection_events",
+                    "source_id": source_id,
+                    "channel": None,
+                    "exchange_raw": _as_text(exchange_raw),
+                    "symbol_raw": None,
+                    "event_ts_utc_raw": _as_text(event_raw),
+                    "reason": str(exc),
+                    "payload": _as_text(details_raw),
+                },
+            )
+            continue
+        builder.add(CONNECTION_EVENTS, values)
+    return builder.tables(), max_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Landing a day: what the bronze assets write
+# ---------------------------------------------------------------------------------------------
+
+
+def drop_exact_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
+    """Rows of one channel table without exact duplicates, and how many were dropped.
+
+    Two rows are duplicates when exchange, symbol, event_ts_utc and payload text are equal (as when
+    two workers record one stream); the row first by (source_file, source_id) is kept. The result
+    is in `SORT_KEYS` order.
+    """
+    if table.num_rows == 0:
+        return table, 0
+    ordered = table.sort_by([("source_file", "ascending"), ("source_id", "ascending")])
+    ordered = ordered.append_column("__row", pa.array(range(ordered.num_rows), pa.int64()))
+    first = ordered.group_by(list(DUPLICATE_KEY), use_threads=False).aggregate([("__row", "min")])
+    keep = pc.sort_indices(first.column("__row_min"))
+    kept = ordered.take(pc.take(first.column("__row_min"), keep)).drop_columns(["__row"])
+    return kept.sort_by(SORT_KEYS).combine_chunks(), table.num_rows - kept.num_rows
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """One worker file as a day's read saw it: the highest id of each table when it was read
+    (None: the table was empty). Counting the source again up to these ids gives the same rows,
+    however much a collector has written since."""
+
+    file: str
+    market_ticks_max_id: int | None
+    connection_events_max_id: int | None
+
+
+@dataclass(frozen=True)
+class BronzeDay:
+    """One UTC day of the collector files, as the bronze assets write it.
+
+    `tables` holds 'orderbook', 'trades', 'ticker' (de-duplicated), 'quarantine' and
+    'connection_events', each with its contract's schema (`LANDED_CONTRACTS`).
+    """
+
+    day: dt.date
+    tables: Mapping[str, pa.Table]
+    duplicates_dropped: Mapping[str, int]
+    sources: tuple[SourceRead, ...]
+    skipped: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ticks(self) -> int:
+        return sum(self.tables[c].num_rows for c in CHANNELS)
+
+
+def land_bronze_day(
+    db_paths: Sequence[Path],
+    day: dt.date,
+    *,
+    skip_unreadable: bool = False,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    page_rows: int = READ_PAGE_ROWS,
+) -> BronzeDay:
+    """One UTC day across all worker files, as bronze lands it.
+
+    A file that is not a readable collector file (not SQLite, a table missing, truncated) raises
+    `WorkerFileError` naming it; with `skip_unreadable` it is left out and named in `skipped`
+    with the reason. File names must be distinct; their order does not matter.
+    """
+    paths = sorted((Path(p) for p in db_paths), key=lambda p: p.name)
+    _check_distinct_names(paths)
+    tick_parts: list[dict[str, pa.Table]] = []
+    event_parts: list[dict[str, pa.Table]] = []
+    sources: list[SourceRead] = []
+    skipped: dict[str, str] = {}
+    tables_needed = {
+        "market_ticks": _MARKET_TICKS_COLUMNS,
+        "connection_events": _CONNECTION_EVENTS_COLUMNS,
+    }
+    for path in paths:
+        try:
+            try:
+                conn = _connect_read_only(path, busy_timeout_s, tables_needed)
+            except FileNotFoundError as exc:
+                raise WorkerFileError(path, str(exc)) from exc
+            try:
+                with _file_errors(path):
+                    ticks, ticks_max = _ticks_of_day(conn, path.name, day, page_rows)
+                    events, events_max = _events_of_day(conn, path.name, day)
+            finally:
+                conn.close()
+        except WorkerFileError as exc:
+            if not skip_unreadable:
+                raise
+            skipped[path.name] = str(exc)
+            continue
+        tick_parts.append(ticks)
+        event_parts.append(events)
+        sources.append(SourceRead(path.name, ticks_max, events_max))
+
+    def combined(parts: list[dict[str, pa.Table]], name: str, schema: pa.Schema) -> pa.Table:
+        return pa.concat_tables([p[name] for p in parts]) if parts else schema.empty_table()
+
+    tables: dict[str, pa.Table] = {}
+    duplicates: dict[str, int] = {}
+    for channel in CHANNELS:
+        tables[channel], duplicates[channel] = drop_exact_duplicates(
+            combined(tick_parts, channel, BRONZE_SCHEMAS[channel])
+        )
+    quarantine = pa.concat_tables(
+        [
+            combined(tick_parts, REJECTS, BRONZE_QUARANTINE_SCHEMA),
+            combined(event_parts, REJECTS, BRONZE_QUARANTINE_SCHEMA),
+        ]
+    )
+    tables[QUARANTINE] = quarantine.sort_by(REJECT_SORT_KEYS).combine_chunks()
+    tables[CONNECTION_EVENTS] = (
+        combined(event_parts, CONNECTION_EVENTS, BRONZE_CONNECTION_EVENTS_SCHEMA)
+        .sort_by(EVENT_SORT_KEYS)
+        .combine_chunks()
+    )
+    return BronzeDay(day, tables, duplicates, tuple(sources), skipped)

@@ -1,0 +1,246 @@
+"""Asset checks of the bronze market data: each tests one property of every day a run wrote.
+
+The checks are declared as `check_specs` on the bronze multi-asset and evaluated inside its step,
+after the outputs are written, rather than as separate `@asset_check`s that reload partitions:
+
+- A single-run backfill is one step over a range of days, and a check then reports one result
+  for the run (Dagster scopes a check evaluation to a partition only when the step has a single
+  partition key). Evaluated here, that result covers every day of the range, with the figures
+  of each day in its metadata and the failing days named, from the very tables that were
+  written; a separate check would re-read and re-hash every file of the range to say the same.
+- The source count must stop at the ids the read stopped at (collectors keep appending to the
+  current day), and only this step knows them; counting up to them keeps the check true while
+  a collector writes.
+- Blocking checks (schema, keys, event date) fail the step after every result is reported, so
+  nothing downstream runs on a partition that broke its contract.
+"""
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.core import key_duplicates, schema_violations
+from pipeline_assets.lib.market.bronze import (
+    CHANNELS,
+    CONNECTION_EVENTS,
+    LANDED_CONTRACTS,
+    QUARANTINE,
+    BronzeDay,
+)
+
+EVENT_DATE_MATCHES_PARTITION = "event_date_matches_partition"
+NO_DUPLICATE_KEYS = "no_duplicate_keys"
+SCHEMA_MATCHES_CONTRACT = "schema_matches_contract"
+ROW_COUNT_MATCHES_SOURCE = "row_count_matches_source"
+
+_DESCRIPTIONS = {
+    EVENT_DATE_MATCHES_PARTITION: (
+        "Passes when every row's event_ts_utc falls on its partition's UTC date, so each row is "
+        "in exactly the daily partition a reader looks for it in."
+    ),
+    NO_DUPLICATE_KEYS: (
+        "Passes when the contract's primary key is unique within each day written (after exact "
+        "duplicates recorded by two workers are dropped)."
+    ),
+    SCHEMA_MATCHES_CONTRACT: (
+        "Passes when the columns written (names, types, nullability) are exactly the contract's: "
+        "nothing missing, retyped or extra."
+    ),
+    ROW_COUNT_MATCHES_SOURCE: (
+        "Passes when each day's rows equal the source rows of that day, counted again in the "
+        "worker files with a plain SQLite COUNT up to the ids the read stopped at, less the rows "
+        "quarantined and the duplicates dropped: no source row lost or landed twice."
+    ),
+}
+_QUARANTINE_ROW_COUNT_DESCRIPTION = (
+    "Passes when each day's quarantined rows equal the source rows of that day (market_ticks and "
+    "connection_events, counted again with a plain SQLite COUNT) less the rows landed in the "
+    "channel and connection-event tables and the duplicates dropped: every source row is "
+    "accounted for exactly once."
+)
+_BLOCKING = {
+    SCHEMA_MATCHES_CONTRACT: True,
+    NO_DUPLICATE_KEYS: True,
+    EVENT_DATE_MATCHES_PARTITION: True,
+    # The source is live and may be rewritten between the read and the count: report, don't gate.
+    ROW_COUNT_MATCHES_SOURCE: False,
+}
+
+_ALL_CHECKS = (
+    SCHEMA_MATCHES_CONTRACT,
+    NO_DUPLICATE_KEYS,
+    EVENT_DATE_MATCHES_PARTITION,
+    ROW_COUNT_MATCHES_SOURCE,
+)
+# Quarantined rows are by definition unparsed, so their event time is text that may be anything.
+CHECKS_BY_TABLE: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(CHANNELS, _ALL_CHECKS),
+    CONNECTION_EVENTS: _ALL_CHECKS,
+    QUARANTINE: (SCHEMA_MATCHES_CONTRACT, NO_DUPLICATE_KEYS, ROW_COUNT_MATCHES_SOURCE),
+}
+
+
+def bronze_check_specs(asset_tables: Mapping[str, str]) -> list[dg.AssetCheckSpec]:
+    """The check specs of the bronze assets; `asset_tables` maps asset name to landed table."""
+    specs = []
+    for asset, table in asset_tables.items():
+        for name in CHECKS_BY_TABLE[table]:
+            description = _DESCRIPTIONS[name]
+            if table == QUARANTINE and name == ROW_COUNT_MATCHES_SOURCE:
+                description = _QUARANTINE_ROW_COUNT_DESCRIPTION
+            specs.append(
+                dg.AssetCheckSpec(
+                    name, asset=asset, description=description, blocking=_BLOCKING[name]
+                )
+            )
+    return specs
+
+
+# --- one property each: (passed, figures of one day) -------------------------------------------
+
+
+def _event_date(day: BronzeDay, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
+    data = day.tables[table]
+    dates = pc.cast(data.column("event_ts_utc"), pa.date32())
+    on_day = (
+        pc.sum(pc.cast(pc.equal(dates, pa.scalar(day.day, pa.date32())), pa.int64())).as_py() or 0
+    )
+    elsewhere = data.num_rows - on_day
+    figures: dict[str, Any] = {"rows": data.num_rows, "rows_on_other_dates": elsewhere}
+    if data.num_rows:
+        figures["first_event_date"] = pc.min(dates).as_py().isoformat()
+        figures["last_event_date"] = pc.max(dates).as_py().isoformat()
+    return elsewhere == 0, figures
+
+
+def _no_duplicate_keys(day: BronzeDay, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
+    key = list(LANDED_CONTRACTS[table].contract.primary_key)
+    dupes = key_duplicates(day.tables[table], key, limit=5)
+    figures: dict[str, Any] = {"rows": day.tables[table].num_rows, "primary_key": key}
+    if dupes:
+        figures["duplicate_keys"] = [{k: str(v) for k, v in d.items()} for d in dupes]
+    return not dupes, figures
+
+
+def _schema(day: BronzeDay, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
+    model = LANDED_CONTRACTS[table]
+    problems = schema_violations(day.tables[table].schema, model)
+    return not problems, {
+        "contract": f"{model.contract.name} {model.contract.version}",
+        "violations": problems,
+    }
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+
+
+def count_source_rows(
+    path: Path, table: str, day: dt.date, max_id: int | None, channel: str | None = None
+) -> int:
+    """Rows of `table` in one worker file whose event time falls on `day`, with id <= max_id."""
+    if max_id is None:
+        return 0
+    sql = f"SELECT count(*) FROM {table} WHERE id <= ? AND event_ts_utc >= ? AND event_ts_utc < ?"
+    params: list[Any] = [max_id, day.isoformat(), (day + dt.timedelta(days=1)).isoformat()]
+    if channel is not None:
+        sql += " AND channel = ?"
+        params.append(channel)
+    conn = _connect(path)
+    try:
+        (count,) = conn.execute(sql, params).fetchone()
+    finally:
+        conn.close()
+    return count
+
+
+def _quarantined(day: BronzeDay, source_table: str, channel: str | None = None) -> int:
+    quarantine = day.tables[QUARANTINE]
+    mask = pc.equal(quarantine.column("source_table"), source_table)
+    if channel is not None:
+        mask = pc.and_(mask, pc.equal(quarantine.column("channel"), channel))
+    return pc.sum(pc.cast(mask, pa.int64())).as_py() or 0
+
+
+def _row_count(
+    day: BronzeDay, table: str, *, worker_paths: Mapping[str, Path]
+) -> tuple[bool, dict[str, Any]]:
+    def source(source_table: str, channel: str | None = None) -> int:
+        return sum(
+            count_source_rows(
+                worker_paths[s.file],
+                source_table,
+                day.day,
+                s.market_ticks_max_id
+                if source_table == "market_ticks"
+                else s.connection_events_max_id,
+                channel,
+            )
+            for s in day.sources
+        )
+
+    rows = day.tables[table].num_rows
+    if table in CHANNELS:
+        figures = {
+            "source_rows": source("market_ticks", table),
+            "quarantined": _quarantined(day, "market_ticks", table),
+            "duplicates_dropped": day.duplicates_dropped[table],
+        }
+        expected = figures["source_rows"] - figures["quarantined"] - figures["duplicates_dropped"]
+    elif table == CONNECTION_EVENTS:
+        figures = {
+            "source_rows": source("connection_events"),
+            "quarantined": _quarantined(day, "connection_events"),
+        }
+        expected = figures["source_rows"] - figures["quarantined"]
+    else:
+        landed = sum(day.tables[c].num_rows for c in (*CHANNELS, CONNECTION_EVENTS))
+        figures = {
+            "source_rows": source("market_ticks") + source("connection_events"),
+            "landed": landed,
+            "duplicates_dropped": sum(day.duplicates_dropped.values()),
+        }
+        expected = figures["source_rows"] - landed - figures["duplicates_dropped"]
+    figures.update(rows=rows, expected_rows=expected, files_counted=[s.file for s in day.sources])
+    return rows == expected, figures
+
+
+_EVALUATORS = {
+    EVENT_DATE_MATCHES_PARTITION: _event_date,
+    NO_DUPLICATE_KEYS: _no_duplicate_keys,
+    SCHEMA_MATCHES_CONTRACT: _schema,
+    ROW_COUNT_MATCHES_SOURCE: _row_count,
+}
+
+
+def bronze_check_results(
+    asset_tables: Mapping[str, str],
+    days: Sequence[BronzeDay],
+    worker_paths: Mapping[str, Path],
+) -> Iterator[dg.AssetCheckResult]:
+    """One result per check and asset, covering every day of the run, with each day's figures."""
+    for asset, table in asset_tables.items():
+        for name in CHECKS_BY_TABLE[table]:
+            by_day: dict[str, dict[str, Any]] = {}
+            failed: list[str] = []
+            for day in days:
+                passed, figures = _EVALUATORS[name](day, table, worker_paths=worker_paths)
+                by_day[day.day.isoformat()] = {"passed": passed, **figures}
+                if not passed:
+                    failed.append(day.day.isoformat())
+            yield dg.AssetCheckResult(
+                asset_key=asset,
+                check_name=name,
+                passed=not failed,
+                metadata={
+                    "days_checked": dg.MetadataValue.int(len(days)),
+                    "failed_days": dg.MetadataValue.json(failed),
+                    "by_day": dg.MetadataValue.json(by_day),
+                },
+            )
