@@ -9,11 +9,13 @@ interrupted by an exception is aborted rather than committed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -137,3 +139,33 @@ def write_bytes_atomic(path: UPath, data: bytes, *, fsync: bool = True) -> str:
     with atomic_write(path, fsync=fsync) as out:
         out.write(data)
     return out.hexdigest
+
+
+@contextlib.contextmanager
+def exclusive_file_lock(
+    path: Path, timeout_s: float, on_timeout: Callable[[Path, float], Exception]
+) -> Iterator[None]:
+    """Hold an advisory `flock` on `path` (created if missing) for the duration of the block.
+
+    The kernel releases the lock when the process ends, however it ends, so a killed run never
+    leaves it behind. flock locks belong to the open file, so threads of one process are
+    serialised too. When the lock is not free within `timeout_s`, raises `on_timeout(path,
+    timeout_s)`, so each caller names what it was waiting for.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise on_timeout(path, timeout_s) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        yield
+    finally:
+        os.close(fd)

@@ -7,19 +7,19 @@ through `redact_dsn` and every driver error through `_scrub` before it is shown.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import psutil
 import psycopg
+
+from pipeline_assets.lib.files import exclusive_file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -247,26 +247,11 @@ def connect_with_retry(
 # Embedded server
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path, timeout: float) -> Iterator[None]:
-    # flock locks belong to the open file, so this also serialises threads of one process.
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise EmbeddedPostgresError(
-                        f"timed out after {timeout:.0f}s waiting for {path}; another process "
-                        "is starting the embedded PostgreSQL server and has not finished"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _startup_lock_timeout(path: Path, timeout: float) -> Exception:
+    return EmbeddedPostgresError(
+        f"timed out after {timeout:.0f}s waiting for {path}; another process "
+        "is starting the embedded PostgreSQL server and has not finished"
+    )
 
 
 def _running_pid(pgdata: Path) -> int | None:
@@ -307,7 +292,7 @@ def embedded_dsn(pgdata_dir: Path, *, lock_timeout: float = 120.0) -> str:
     pgdata = Path(pgdata_dir).expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     lock_path = pgdata.with_name(pgdata.name + ".lock")
-    with _file_lock(lock_path, lock_timeout):
+    with exclusive_file_lock(lock_path, lock_timeout, _startup_lock_timeout):
         if pgdata.is_dir() and any(pgdata.iterdir()) and not (pgdata / "PG_VERSION").exists():
             raise EmbeddedPostgresError(
                 f"cannot start the embedded PostgreSQL in {pgdata}: the folder is not empty and "
