@@ -108,7 +108,9 @@ def _batches(data: Any, schema: pa.Schema | None) -> tuple[pa.Schema, Iterator[p
         pass
     if isinstance(data, Iterable):
         if schema is None:
-            raise LakeError("an iterable of record batches needs an explicit schema (LakeOutput(schema=...))")
+            raise LakeError(
+                "an iterable of record batches needs an explicit schema (LakeOutput(schema=...))"
+            )
         return schema, iter(data)
     raise LakeError(
         f"cannot write {type(data).__name__} to Parquet: expected a pyarrow Table, RecordBatch, "
@@ -119,7 +121,16 @@ def _batches(data: Any, schema: pa.Schema | None) -> tuple[pa.Schema, Iterator[p
 class _ParquetSink:
     """One lake file being written: rows are re-cut into fixed row groups as they arrive."""
 
-    def __init__(self, path: UPath, schema: pa.Schema, stack: contextlib.ExitStack, *, row_group_size: int, zstd_level: int, fsync: bool):
+    def __init__(
+        self,
+        path: UPath,
+        schema: pa.Schema,
+        stack: contextlib.ExitStack,
+        *,
+        row_group_size: int,
+        zstd_level: int,
+        fsync: bool,
+    ):
         self.path = path
         self.schema = schema
         self.row_group_size = row_group_size
@@ -167,7 +178,14 @@ class _ParquetSink:
             self._writer.write_table(self.schema.empty_table())
 
     def result(self) -> WriteResult:
-        return WriteResult(self.path, self._out.hexdigest, self._out.bytes_written, self.rows, self.row_groups, self.schema)
+        return WriteResult(
+            self.path,
+            self._out.hexdigest,
+            self._out.bytes_written,
+            self.rows,
+            self.row_groups,
+            self.schema,
+        )
 
 
 def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -191,7 +209,14 @@ def write_parquet(
     """Write `data` to `path` atomically and deterministically; returns the file's hash and size."""
     out_schema, batches = _batches(data, schema)
     with contextlib.ExitStack() as stack:
-        sink = _ParquetSink(path, out_schema, stack, row_group_size=row_group_size, zstd_level=zstd_level, fsync=fsync)
+        sink = _ParquetSink(
+            path,
+            out_schema,
+            stack,
+            row_group_size=row_group_size,
+            zstd_level=zstd_level,
+            fsync=fsync,
+        )
         for batch in batches:
             sink.add(_conformed(batch, out_schema))
         sink.finish()
@@ -202,7 +227,9 @@ def _split_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> list[tuple[str
     table = pa.Table.from_batches([batch])
     for column in columns:
         if table.column(column).null_count:
-            raise LakeError(f"split column {column!r} has null values; expected a value in every row")
+            raise LakeError(
+                f"split column {column!r} has null values; expected a value in every row"
+            )
     distinct = table.group_by(list(columns)).aggregate([]).to_pylist()
     return sorted(tuple(str(row[c]) for c in columns) for row in distinct)
 
@@ -225,32 +252,51 @@ def write_split_parquet(
     row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
     fsync: bool = True,
+    grouped: bool = False,
 ) -> list[WriteResult]:
     """Write rows into `folder/<col>=<value>/.../data.parquet`, one file per distinct value.
 
     Rows stay in arrival order within each file, so the bytes equal those of filtering the whole
     table. Streams are split as they arrive: memory holds one pending row group per open file.
+    With `grouped`, the stream promises that each value's rows arrive together: a file is
+    finished (its last row group written) as soon as another value begins, so memory holds one
+    pending row group in all; a value that comes back raises `LakeError`.
     """
     out_schema, batches = _batches(data, schema)
     missing = [c for c in split_by if c not in out_schema.names]
     if missing:
         raise LakeError(f"split columns {missing} are not in the output schema {out_schema.names}")
     sinks: dict[tuple[str, ...], _ParquetSink] = {}
+    finished: set[tuple[str, ...]] = set()
     with contextlib.ExitStack() as stack:
         for batch in batches:
             batch = _conformed(batch, out_schema)
             if batch.num_rows == 0:
                 continue
             for key in _split_keys(batch, split_by):
+                if grouped:
+                    if key in finished:
+                        raise LakeError(
+                            f"rows of {dict(zip(split_by, key))} arrived again after other values: "
+                            f"the stream is not grouped by {list(split_by)}"
+                        )
+                    for other in [k for k in sinks if k != key and k not in finished]:
+                        sinks[other].finish()
+                        finished.add(other)
                 if key not in sinks:
                     sub = hive_folder(list(zip(split_by, key)))
                     sinks[key] = _ParquetSink(
-                        folder.joinpath(*sub.split("/"), DATA_FILE_NAME), out_schema, stack,
-                        row_group_size=row_group_size, zstd_level=zstd_level, fsync=fsync,
+                        folder.joinpath(*sub.split("/"), DATA_FILE_NAME),
+                        out_schema,
+                        stack,
+                        row_group_size=row_group_size,
+                        zstd_level=zstd_level,
+                        fsync=fsync,
                     )
                 sinks[key].add(_rows_of(batch, split_by, key))
-        for sink in sinks.values():
-            sink.finish()
+        for key, sink in sinks.items():
+            if key not in finished:
+                sink.finish()
     return [sinks[key].result() for key in sorted(sinks)]
 
 
@@ -272,7 +318,9 @@ def open_parquet(path: UPath) -> pq.ParquetFile:
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         if hasattr(source, "close"):
             source.close()
-        raise LakeError(f"{path}: not a readable Parquet file ({exc}); expected a file written by the lake") from exc
+        raise LakeError(
+            f"{path}: not a readable Parquet file ({exc}); expected a file written by the lake"
+        ) from exc
 
 
 def read_parquet(path: UPath, *, expected_sha256: str | None = None) -> pa.Table:

@@ -59,6 +59,8 @@ from pipeline_assets.utils.table_schema import column_schema
 LAYER_METADATA_KEY = "lake/layer"
 PARTITION_NAME_METADATA_KEY = "lake/partition_name"
 SPLIT_BY_METADATA_KEY = "lake/split_by"
+ROW_GROUP_SIZE_METADATA_KEY = "lake/row_group_size"
+SPLIT_GROUPED_METADATA_KEY = "lake/split_grouped"
 EMPTY_MARKER = "_empty.json"
 
 _LAYER_BY_PREFIX = {"bronze_": "bronze", "silver_": "silver", "gold_": "gold", "dx_": "hq"}
@@ -68,7 +70,9 @@ def _layer_of(asset_key: dg.AssetKey, definition_metadata: Mapping[str, Any]) ->
     layer = definition_metadata.get(LAYER_METADATA_KEY)
     if layer is None:
         name = asset_key.path[-1]
-        layer = next((lay for prefix, lay in _LAYER_BY_PREFIX.items() if name.startswith(prefix)), None)
+        layer = next(
+            (lay for prefix, lay in _LAYER_BY_PREFIX.items() if name.startswith(prefix)), None
+        )
     if layer not in LAKE_LAYERS:
         raise LakeError(
             f"asset {asset_key.to_user_string()}: cannot tell its lake layer; set metadata "
@@ -77,7 +81,9 @@ def _layer_of(asset_key: dg.AssetKey, definition_metadata: Mapping[str, Any]) ->
     return layer
 
 
-def _dimension_name(partitions_def: dg.PartitionsDefinition, definition_metadata: Mapping[str, Any]) -> str:
+def _dimension_name(
+    partitions_def: dg.PartitionsDefinition, definition_metadata: Mapping[str, Any]
+) -> str:
     override = definition_metadata.get(PARTITION_NAME_METADATA_KEY)
     if override:
         return str(override)
@@ -91,7 +97,9 @@ def _dimension_name(partitions_def: dg.PartitionsDefinition, definition_metadata
 
 
 def partition_dimensions(
-    partitions_def: dg.PartitionsDefinition, partition_key: str, definition_metadata: Mapping[str, Any]
+    partitions_def: dg.PartitionsDefinition,
+    partition_key: str,
+    definition_metadata: Mapping[str, Any],
 ) -> list[tuple[str, str]]:
     """The `(folder name, value)` pairs of one partition, in folder order."""
     if isinstance(partitions_def, dg.MultiPartitionsDefinition):
@@ -114,13 +122,22 @@ def _step_identity(context: dg.InputContext | dg.OutputContext) -> tuple[str, st
 
 
 def _schema_of(data: Any) -> pa.Schema | None:
-    return getattr(data, "schema", None) if isinstance(getattr(data, "schema", None), pa.Schema) else None
+    return (
+        getattr(data, "schema", None)
+        if isinstance(getattr(data, "schema", None), pa.Schema)
+        else None
+    )
 
 
 def _remove_empty_folders(start: UPath, *, stop: UPath) -> None:
     # Object stores have no folders; on local disk an emptied value folder would read as a value.
     current = start
-    while str(current) != str(stop) and is_local(current) and current.exists() and not any(current.iterdir()):
+    while (
+        str(current) != str(stop)
+        and is_local(current)
+        and current.exists()
+        and not any(current.iterdir())
+    ):
         current.rmdir()
         current = current.parent
 
@@ -166,9 +183,11 @@ class LakeParquetIOManager(dg.UPathIOManager):
         """The folder of one partition (of the whole asset, when it is unpartitioned)."""
         folder = self.asset_folder(asset_key, definition_metadata)
         if partitions_def is not None and partition_key is not None:
-            folder = folder.joinpath(*hive_folder(
-                partition_dimensions(partitions_def, partition_key, definition_metadata)
-            ).split("/"))
+            folder = folder.joinpath(
+                *hive_folder(
+                    partition_dimensions(partitions_def, partition_key, definition_metadata)
+                ).split("/")
+            )
         return folder
 
     def partition_files(self, folder: UPath, split_by: list[str]) -> list[UPath] | None:
@@ -189,7 +208,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
         if not context.has_asset_partitions:
             return {None: self.partition_folder(context.asset_key, None, None, metadata)}
         return {
-            key: self.partition_folder(context.asset_key, context.asset_partitions_def, key, metadata)
+            key: self.partition_folder(
+                context.asset_key, context.asset_partitions_def, key, metadata
+            )
             for key in context.asset_partition_keys
         }
 
@@ -218,13 +239,15 @@ class LakeParquetIOManager(dg.UPathIOManager):
                 )
             items = [(key, obj[key], paths[key]) for key in paths]
         else:
-            (key, path), = paths.items()
+            ((key, path),) = paths.items()
             items = [(key, obj, path)]
 
         results: list[tuple[str | None, WriteResult, UPath]] = []
         empty: list[str | None] = []
         for key, data, folder in items:
-            context.log.debug(f"writing partition {key} of {context.asset_key.to_user_string()} to {folder}")
+            context.log.debug(
+                f"writing partition {key} of {context.asset_key.to_user_string()} to {folder}"
+            )
             written = self._write_partition(context, key, data, folder)
             results.extend((key, result, sidecar) for result, sidecar in written)
             if not written:
@@ -234,7 +257,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
         if len(by_partition) > 1:
             # A range run makes one materialization per partition: each gets its own figures.
             for key, metadata in by_partition.items():
-                context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
+                context.step_context.add_asset_metadata(
+                    metadata, asset_key=context.asset_key, partition_key=key
+                )
         elif by_partition:
             context.add_output_metadata(next(iter(by_partition.values())))
 
@@ -250,11 +275,33 @@ class LakeParquetIOManager(dg.UPathIOManager):
                 "LakeOutput(data, parents=[...]) naming the sources it read"
             )
         split_by = _split_by(context.definition_metadata or {})
-        options = {"row_group_size": self.row_group_size, "zstd_level": self.zstd_level, "fsync": self.fsync}
+        # Metadata `lake/row_group_size` bounds an asset's pending rows per open file (split outputs
+        # hold one pending group per value), where the default would hold too much.
+        row_group_size = int(
+            (context.definition_metadata or {}).get(
+                ROW_GROUP_SIZE_METADATA_KEY, self.row_group_size
+            )
+        )
+        options = {
+            "row_group_size": row_group_size,
+            "zstd_level": self.zstd_level,
+            "fsync": self.fsync,
+        }
         if split_by:
-            results = write_split_parquet(folder, explicit.data, split_by, schema=explicit.schema, **options)
+            # Metadata `lake/split_grouped: true`: the asset streams each value's rows together, so
+            # a value's file is finished when the next begins (one pending row group in all).
+            grouped = bool(
+                (context.definition_metadata or {}).get(SPLIT_GROUPED_METADATA_KEY, False)
+            )
+            results = write_split_parquet(
+                folder, explicit.data, split_by, schema=explicit.schema, grouped=grouped, **options
+            )
         else:
-            results = [write_parquet(folder / DATA_FILE_NAME, explicit.data, schema=explicit.schema, **options)]
+            results = [
+                write_parquet(
+                    folder / DATA_FILE_NAME, explicit.data, schema=explicit.schema, **options
+                )
+            ]
         written = []
         for result in results:
             record = self.factory.processed(
@@ -272,7 +319,11 @@ class LakeParquetIOManager(dg.UPathIOManager):
             written.append((result, write_sidecar(result.path, record, fsync=self.fsync)))
         if split_by:
             self._finish_split_partition(
-                context, folder, [r.path for r in results], explicit.schema or _schema_of(explicit.data), parents
+                context,
+                folder,
+                [r.path for r in results],
+                explicit.schema or _schema_of(explicit.data),
+                parents,
             )
         return written
 
@@ -297,16 +348,26 @@ class LakeParquetIOManager(dg.UPathIOManager):
             marker.unlink(missing_ok=True)
         else:
             if schema is None:
-                raise LakeError(f"{folder}: an empty partition needs a schema (LakeOutput(schema=...))")
+                raise LakeError(
+                    f"{folder}: an empty partition needs a schema (LakeOutput(schema=...))"
+                )
             folder.mkdir(parents=True, exist_ok=True)
             # The marker stands in for the partition's files in the chain of custody: it names the
             # partition's parents, and downstream files name the marker as theirs.
-            write_bytes_atomic(marker, json.dumps({
-                "asset_key": context.asset_key.to_user_string(),
-                "run_id": context.run_id,
-                "parents": [p.model_dump(mode="json") for p in parents],
-                "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode(),
-            }, sort_keys=True, indent=2).encode(), fsync=self.fsync)
+            write_bytes_atomic(
+                marker,
+                json.dumps(
+                    {
+                        "asset_key": context.asset_key.to_user_string(),
+                        "run_id": context.run_id,
+                        "parents": [p.model_dump(mode="json") for p in parents],
+                        "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode(),
+                    },
+                    sort_keys=True,
+                    indent=2,
+                ).encode(),
+                fsync=self.fsync,
+            )
 
     def _parents_for(self, context: dg.OutputContext, partition_key: str | None) -> list[ParentRef]:
         loaded = self._loaded.get(_step_identity(context), [])
@@ -315,7 +376,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
         else:
             # In a range run, partition P of the output is made from partition P of its inputs
             # (and from any unpartitioned input).
-            chosen = [ref for key, ref in loaded if key in (partition_key, None)] or [ref for _, ref in loaded]
+            chosen = [ref for key, ref in loaded if key in (partition_key, None)] or [
+                ref for _, ref in loaded
+            ]
         unique = {ref.path: ref for ref in chosen}
         return [unique[p] for p in sorted(unique)]
 
@@ -324,7 +387,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
     ) -> tuple[dict[str, Any], dict[str | None, dict[str, Any]]]:
         """Metadata of the whole write, and of each partition's materialization."""
         run_level: dict[str, Any] = {
-            "partitions_written": dg.MetadataValue.int(len({k for k, _, _ in results} | set(empty))),
+            "partitions_written": dg.MetadataValue.int(
+                len({k for k, _, _ in results} | set(empty))
+            ),
             "bytes_written": dg.MetadataValue.int(sum(r.size_bytes for _, r, _ in results)),
             "run_finished_utc": dg.MetadataValue.text(
                 dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -339,7 +404,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
         for key, files in grouped.items():
             metadata: dict[str, Any] = {
                 "dagster/row_count": dg.MetadataValue.int(sum(r.rows for r, _ in files)),
-                "output_files": dg.MetadataValue.json([self.factory.relative(r.path) for r, _ in files]),
+                "output_files": dg.MetadataValue.json(
+                    [self.factory.relative(r.path) for r, _ in files]
+                ),
                 "empty_partition": dg.MetadataValue.bool(not files),
             }
             if len(files) == 1:
@@ -381,7 +448,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
                 present[key] = {path: self._check_and_record(context, key, path) for path in files}
             else:
                 marker = folder / EMPTY_MARKER
-                self._loaded[_step_identity(context)].append((key, self.factory.file_parent(marker)))
+                self._loaded[_step_identity(context)].append(
+                    (key, self.factory.file_parent(marker))
+                )
                 present[key] = _empty_schema(marker)
 
         wanted = context.dagster_type.typing_type if context.dagster_type else Any
@@ -394,7 +463,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
             return self._read_as(pa.Table, list(present.values()))
         return {key: self._read_as(pa.Table, [entry]) for key, entry in present.items()}
 
-    def _check_and_record(self, context: dg.InputContext, partition_key: str | None, path: UPath) -> str:
+    def _check_and_record(
+        self, context: dg.InputContext, partition_key: str | None, path: UPath
+    ) -> str:
         """Read the file's sidecar and note the file as a parent of what this step writes;
         returns the SHA256 the file must have."""
         record = read_sidecar(path)
@@ -406,7 +477,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
     def _read_as(self, wanted: Any, partitions: list[dict[UPath, str] | pa.Schema]) -> Any:
         """Read partitions (each its files with their expected SHA256, or the schema of an empty
         one) as one object of the wanted type."""
-        files = {path: sha for part in partitions if isinstance(part, dict) for path, sha in part.items()}
+        files = {
+            path: sha for part in partitions if isinstance(part, dict) for path, sha in part.items()
+        }
         schemas = [part for part in partitions if isinstance(part, pa.Schema)]
         if not files:
             if not schemas:
@@ -420,9 +493,12 @@ class LakeParquetIOManager(dg.UPathIOManager):
                 for path, sha in files.items():
                     verify_file(path, expected_sha256=sha)
             readers = [stream_parquet(p) for p in files]
-            return pa.RecordBatchReader.from_batches(readers[0].schema, (b for r in readers for b in r))
+            return pa.RecordBatchReader.from_batches(
+                readers[0].schema, (b for r in readers for b in r)
+            )
         tables = [
-            read_parquet(path, expected_sha256=sha if self.verify_on_load else None) for path, sha in files.items()
+            read_parquet(path, expected_sha256=sha if self.verify_on_load else None)
+            for path, sha in files.items()
         ]
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return table.to_pandas() if wanted is pd.DataFrame else table
@@ -436,12 +512,18 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
 
     lake_root: str = Field(description="Folder or fsspec URL (s3://bucket/prefix) of the lake.")
     s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible server.")
-    aws_access_key_id: str | None = Field(None, description="Key id for object storage (from the environment).")
-    aws_secret_access_key: str | None = Field(None, description="Secret for object storage (from the environment).")
+    aws_access_key_id: str | None = Field(
+        None, description="Key id for object storage (from the environment)."
+    )
+    aws_secret_access_key: str | None = Field(
+        None, description="Secret for object storage (from the environment)."
+    )
     row_group_size: int = Field(DEFAULT_ROW_GROUP_SIZE, description="Rows per Parquet row group.")
     zstd_level: int = Field(DEFAULT_ZSTD_LEVEL, description="zstd compression level.")
     fsync: bool = Field(True, description="Flush files to disk before they appear (local disk).")
-    verify_on_load: bool = Field(True, description="Check each file's SHA256 against its sidecar before reading it.")
+    verify_on_load: bool = Field(
+        True, description="Check each file's SHA256 against its sidecar before reading it."
+    )
 
     def storage_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}

@@ -4,7 +4,6 @@ import collections
 import datetime as dt
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pipeline_assets.defs.market_data.checks import CHECKS_BY_TABLE
 from pipeline_assets.lib.market.demo_sources import write_demo_worker_files
 from pipeline_assets.resources.lake_io_manager import LakeIOManager
 from pipeline_assets.resources.market_sources import MarketSources
+from pipeline_assets_tests.market_data.source_sql import day_figures, landed_counts
 
 DAYS = ["2026-02-17", "2026-02-18", "2026-02-19"]
 SYMBOLS = ["BTC-USD", "BTC-USDT", "ETH-USD", "ETH-USDT"]
@@ -93,20 +93,6 @@ def test_each_day_and_symbol_has_its_folder_with_a_sidecar_naming_the_worker_fil
         )
 
 
-def sqlite_counts(workers: list[Path], channel: str) -> collections.Counter:
-    counts: collections.Counter = collections.Counter()
-    for path in workers:
-        conn = sqlite3.connect(path)
-        for day, exchange, symbol, n in conn.execute(
-            "SELECT substr(event_ts_utc, 1, 10), exchange, symbol, count(*) FROM market_ticks "
-            "WHERE channel = ? GROUP BY 1, 2, 3",
-            (channel,),
-        ):
-            counts[(day, exchange, symbol)] += n
-        conn.close()
-    return counts
-
-
 @pytest.mark.parametrize("channel", sorted(CHANNEL_ASSETS))
 def test_duckdb_counts_per_day_and_symbol_equal_the_sources(landed: Landed, channel: str) -> None:
     glob = landed.root / "bronze" / CHANNEL_ASSETS[channel] / "**/*.parquet"
@@ -114,7 +100,8 @@ def test_duckdb_counts_per_day_and_symbol_equal_the_sources(landed: Landed, chan
         f"SELECT date::varchar, exchange_raw, symbol_raw, count(*) "
         f"FROM read_parquet('{glob}', hive_partitioning=true) GROUP BY ALL"
     ).fetchall()
-    assert collections.Counter({(d, e, s): n for d, e, s, n in rows}) == sqlite_counts(
+    # Per channel, raw exchange and symbol, and day: the good source rows, an exact copy once.
+    assert collections.Counter({(d, e, s): n for d, e, s, n in rows}) == landed_counts(
         landed.workers, channel
     )
     assert {d for d, *_ in rows} == set(DAYS)
@@ -142,8 +129,11 @@ def test_materializations_report_the_sources_and_row_counts(landed: Landed) -> N
     assert metadata["source"].value["worker_db_files"] == [str(p) for p in landed.workers]
     assert metadata["source"].value["input_glob"].endswith("source/workers/*.db")
     counts = metadata["row_counts"].value
-    assert counts["quarantined"] == 0 and counts["duplicates_dropped"] == 0
-    assert counts["trades"] == sum(sqlite_counts(landed.workers, "trades").values())
+    # Run-level totals, over the three days of the range.
+    figures = [day_figures(landed.workers, day) for day in DAYS]
+    assert counts["quarantined"] == sum(f["bad"] for f in figures) > 0
+    assert counts["duplicates_dropped"] == sum(f["copies"] for f in figures) > 0
+    assert counts["trades"] == sum(landed_counts(landed.workers, "trades").values())
     assert metadata["skipped_sources"].value == []
 
 

@@ -15,6 +15,7 @@ from pipeline_assets.defs.market_data.bronze import bronze_market_data
 from pipeline_assets.lib.market.demo_sources import write_demo_worker_files
 from pipeline_assets.resources.lake_io_manager import LakeIOManager
 from pipeline_assets.resources.market_sources import MarketSources
+from pipeline_assets_tests.market_data.source_sql import remove_demo_anomalies
 
 DAY = "2026-02-19"
 SKIP_CONFIG = {"ops": {"bronze_market_data": {"config": {"skip_unreadable_sources": True}}}}
@@ -22,9 +23,11 @@ SKIP_CONFIG = {"ops": {"bronze_market_data": {"config": {"skip_unreadable_source
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    write_demo_worker_files(
+    files = write_demo_worker_files(
         tmp_path / "source/workers", [dt.date.fromisoformat(DAY)], rows_per_day=90
     )
+    # These tests plant their own bad rows and duplicates and count exactly those.
+    remove_demo_anomalies(files)
     return tmp_path
 
 

@@ -1,8 +1,11 @@
-"""Demo collector files: the design's schema, realistic content, determinism, idempotency, atomic writes."""
+"""Demo collector files: the design's schema, realistic content (three exchange spellings, disconnects,
+a quiet gap, bad rows, copies recorded by two workers), determinism, idempotency, atomic writes."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import itertools
 import json
 import re
 import sqlite3
@@ -12,6 +15,7 @@ import pytest
 
 from pipeline_assets.lib.market import demo_sources
 from pipeline_assets.lib.market.demo_sources import write_demo_worker_files
+from pipeline_assets_tests.market_data.source_sql import GOOD_ROWS, TS_GLOB
 
 DAYS = [dt.date(2026, 2, 19), dt.date(2026, 2, 20)]
 ROWS = 600
@@ -37,6 +41,7 @@ EXPECTED_COLUMNS = {
     ],
 }
 TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+EXCHANGES = ("Binance", "coinbase", "KRAKEN")
 
 
 def query(path: Path, sql: str) -> list[tuple]:
@@ -80,47 +85,59 @@ def test_schema_is_exactly_the_design_schema(demo_files: list[Path]) -> None:
 
 def test_timestamps_are_utc_iso_text_with_microseconds_and_z(demo_files: list[Path]) -> None:
     for path in demo_files:
+        bad = []
         for (ts,) in query(
             path,
             "SELECT event_ts_utc FROM market_ticks UNION ALL SELECT ingestion_ts_utc FROM market_ticks "
             "UNION ALL SELECT event_ts_utc FROM connection_events",
         ):
-            assert TS_RE.fullmatch(ts), ts
+            if not TS_RE.fullmatch(ts):
+                bad.append(ts)
+        # One bad event time a day, by design: local time without the T and the Z.
+        assert len(bad) == len(DAYS)
+        for ts in bad:
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}", ts), ts
 
 
 def test_ingestion_is_slightly_after_the_event(demo_files: list[Path]) -> None:
     for path in demo_files:
         for event, ingestion in query(
-            path, "SELECT event_ts_utc, ingestion_ts_utc FROM market_ticks"
+            path,
+            f"SELECT event_ts_utc, ingestion_ts_utc FROM market_ticks WHERE event_ts_utc GLOB '{TS_GLOB}'",
         ):
             lag = dt.datetime.fromisoformat(ingestion) - dt.datetime.fromisoformat(event)
             assert dt.timedelta(0) < lag < dt.timedelta(seconds=5)
 
 
-def test_each_day_has_both_exchanges_all_channels_and_modest_volume(demo_files: list[Path]) -> None:
+def test_each_day_has_three_exchanges_all_channels_and_modest_volume(
+    demo_files: list[Path],
+) -> None:
     for path in demo_files:
         for day in DAYS:
             rows = query(
                 path,
                 "SELECT exchange, symbol, channel, count(*) FROM market_ticks "
-                f"WHERE substr(event_ts_utc, 1, 10) = '{day.isoformat()}' GROUP BY 1, 2, 3",
+                f"WHERE substr(event_ts_utc, 1, 10) = '{day.isoformat()}' AND {GOOD_ROWS} "
+                "GROUP BY 1, 2, 3",
             )
             assert {(ex, ch) for ex, _, ch, _ in rows} == {
-                (ex, ch)
-                for ex in ("Binance", "coinbase")
-                for ch in ("orderbook", "trades", "ticker")
+                (ex, ch) for ex in EXCHANGES for ch in ("orderbook", "trades", "ticker")
             }
             assert 0.9 * ROWS <= sum(n for *_, n in rows) <= ROWS * 1.05
     symbols = {
-        s for p in demo_files for (s,) in query(p, "SELECT DISTINCT symbol FROM market_ticks")
+        s
+        for p in demo_files
+        for (s,) in query(p, f"SELECT DISTINCT symbol FROM market_ticks WHERE {GOOD_ROWS}")
     }
-    assert symbols == {"BTCUSDT", "ETHUSDT", "BTC-USD", "ETH-USD"}
+    assert symbols == {"BTCUSDT", "ETHUSDT", "BTC-USD", "ETH-USD", "btc/usdt", "eth/usdt"}
 
 
 def test_payloads_have_the_channel_shapes(demo_files: list[Path]) -> None:
     sides = set()
     for path in demo_files:
-        for channel, payload in query(path, "SELECT channel, payload FROM market_ticks"):
+        for channel, payload in query(
+            path, f"SELECT channel, payload FROM market_ticks WHERE {GOOD_ROWS}"
+        ):
             obj = json.loads(payload)
             if channel == "orderbook":
                 bids, asks = obj["bids"], obj["asks"]
@@ -141,9 +158,10 @@ def test_payloads_have_the_channel_shapes(demo_files: list[Path]) -> None:
 def test_prices_are_realistic_levels(demo_files: list[Path]) -> None:
     for path in demo_files:
         for symbol, payload in query(
-            path, "SELECT symbol, payload FROM market_ticks WHERE channel = 'ticker'"
+            path,
+            f"SELECT symbol, payload FROM market_ticks WHERE channel = 'ticker' AND {GOOD_ROWS}",
         ):
-            low, high = (20_000, 200_000) if symbol.startswith("BTC") else (1_000, 10_000)
+            low, high = (20_000, 200_000) if symbol.upper().startswith("BTC") else (1_000, 10_000)
             assert low < json.loads(payload)["last"] < high
 
 
@@ -155,7 +173,7 @@ def test_disconnect_is_followed_by_a_reconnect_each_day(demo_files: list[Path]) 
                 "SELECT exchange, event_type, event_ts_utc FROM connection_events "
                 f"WHERE substr(event_ts_utc, 1, 10) = '{day.isoformat()}' ORDER BY event_ts_utc",
             )
-            for exchange in ("Binance", "coinbase"):
+            for exchange in EXCHANGES:
                 types = [t for ex, t, _ in events if ex == exchange]
                 assert "disconnected" in types
                 assert "connected" in types[types.index("disconnected") :]
@@ -177,6 +195,72 @@ def test_no_ticks_arrive_while_disconnected(demo_files: list[Path]) -> None:
                 f"'{exchange}' AND event_ts_utc > '{down}' AND event_ts_utc < '{up}'",
             )[0]
             assert inside == 0
+
+
+def test_one_stream_falls_quiet_for_half_an_hour_without_a_disconnect(
+    demo_files: list[Path],
+) -> None:
+    # Each worker's first asset on coinbase: BTC-USD in worker_01, ETH-USD in worker_02.
+    for path, symbol in zip(demo_files, ("BTC-USD", "ETH-USD")):
+        for day in DAYS:
+            times = [
+                dt.datetime.fromisoformat(ts)
+                for (ts,) in query(
+                    path,
+                    "SELECT event_ts_utc FROM market_ticks WHERE exchange = 'coinbase' "
+                    f"AND symbol = '{symbol}' AND substr(event_ts_utc, 1, 10) = '{day.isoformat()}' "
+                    f"AND {GOOD_ROWS} ORDER BY event_ts_utc",
+                )
+            ]
+            silence, start = max((b - a, a) for a, b in itertools.pairwise(times))
+            assert silence >= dt.timedelta(minutes=30)
+            events = query(
+                path,
+                "SELECT event_type, event_ts_utc FROM connection_events WHERE exchange = 'coinbase'",
+            )
+            end = start + silence
+            assert not [e for e in events if start < dt.datetime.fromisoformat(e[1]) < end]
+
+
+def test_each_day_has_one_bad_row_of_each_kind(demo_files: list[Path]) -> None:
+    kinds = {
+        "payload not JSON": "NOT json_valid(payload)",
+        "ticker without last": "channel = 'ticker' "
+        "AND CASE WHEN json_valid(payload) THEN json_type(payload, '$.last') IS NULL END",
+        "unknown channel": "channel NOT IN ('orderbook', 'trades', 'ticker')",
+        "unreadable timestamp": f"event_ts_utc NOT GLOB '{TS_GLOB}'",
+        "unreadable symbol": "symbol LIKE '%-PERP'",
+    }
+    for path in demo_files:
+        for day in DAYS:
+            on_day = f"substr(event_ts_utc, 1, 10) = '{day.isoformat()}'"
+            for kind, where in kinds.items():
+                (n,) = query(path, f"SELECT count(*) FROM market_ticks WHERE {on_day} AND {where}")[
+                    0
+                ]
+                assert n == 1, (path.name, day, kind)
+            (bad,) = query(
+                path, f"SELECT count(*) FROM market_ticks WHERE {on_day} AND NOT ({GOOD_ROWS})"
+            )[0]
+            assert bad == len(kinds)
+
+
+def test_worker_02_recorded_a_few_of_worker_01s_ticks_again(demo_files: list[Path]) -> None:
+    conn = sqlite3.connect(demo_files[1])
+    try:
+        conn.execute("ATTACH DATABASE ? AS w1", (str(demo_files[0]),))
+        copies = conn.execute(
+            "SELECT substr(a.event_ts_utc, 1, 10), a.exchange, a.symbol, "
+            "a.ingestion_ts_utc, b.ingestion_ts_utc FROM w1.market_ticks a JOIN main.market_ticks b "
+            "USING (exchange, symbol, channel, event_ts_utc, payload)"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert sorted(collections.Counter(c[0] for c in copies).items()) == [
+        (day.isoformat(), 6) for day in DAYS
+    ]
+    assert {(c[1], c[2]) for c in copies} == {("Binance", "BTCUSDT")}
+    assert all(first < second for *_, first, second in copies)
 
 
 def test_same_arguments_give_the_same_rows(tmp_path: Path) -> None:
@@ -207,7 +291,7 @@ def test_prices_continue_across_midnight(tmp_path: Path) -> None:
     rows = query(
         path,
         "SELECT event_ts_utc, payload FROM market_ticks WHERE symbol = 'BTCUSDT' AND channel = 'ticker' "
-        "ORDER BY event_ts_utc",
+        f"AND {GOOD_ROWS} ORDER BY event_ts_utc",
     )
     before = [json.loads(p)["last"] for ts, p in rows if ts < "2026-02-20"][-1]
     after = next(json.loads(p)["last"] for ts, p in rows if ts >= "2026-02-20")

@@ -1,9 +1,12 @@
 """Bronze market data: the collectors' SQLite files landed as channel-separated Parquet, per UTC day.
 
 One multi-asset reads every worker file once per day of its run and writes five assets from that
-one read (`lib.market.bronze.land_bronze_day` does the work; this is the Dagster shell): the three
-channel tables, the quarantine of rows that could not be landed, and the connection events. A
-single-run backfill of a range writes every day of the range in one run.
+one read (`lib.market.bronze_stream.BronzeSpill.land_day` does the work; this is the Dagster
+shell): the three channel tables, the quarantine of rows that could not be landed, and the
+connection events. A single-run backfill of a range writes every day of the range in one run.
+Days are landed one after the other into an on-disk spill, and each output of each day reaches
+the lake IO manager as a record-batch stream, so memory does not grow with a day's size or the
+range's length.
 """
 
 import datetime as dt
@@ -23,9 +26,16 @@ from pipeline_assets.lib.market.bronze import (
     CONNECTION_EVENTS,
     LANDED_CONTRACTS,
     QUARANTINE,
-    BronzeDay,
     WorkerFileError,
-    land_bronze_day,
+)
+from pipeline_assets.lib.market.bronze_stream import (
+    DEFAULT_MAX_CLOCK_SKEW_S,
+    DEFAULT_MAX_INGESTION_LAG_S,
+    DEFAULT_MEMORY_LIMIT_MB,
+    OUTPUT_ROW_GROUP_SIZE,
+    TABLE_SCHEMAS,
+    BronzeDayStore,
+    BronzeSpill,
 )
 from pipeline_assets.lib.parquet_lake import LakeOutput
 from pipeline_assets.lib.run_record import utc_now
@@ -40,7 +50,7 @@ BRONZE_TICKER = "bronze_ticker"
 BRONZE_QUARANTINE = "bronze_quarantine"
 BRONZE_CONNECTION_EVENTS = "bronze_connection_events"
 
-# Asset -> the table of `land_bronze_day` it writes.
+# Asset -> the table of a landed day (`BronzeDayStore.tables`) it writes.
 BRONZE_ASSET_TABLES: dict[str, str] = {
     BRONZE_ORDERBOOK: "orderbook",
     BRONZE_TRADES: "trades",
@@ -98,6 +108,9 @@ def _bronze_out(asset: str) -> dg.AssetOut:
     }
     if asset in _SPLIT_BY_SYMBOL:
         metadata["lake/split_by"] = "symbol"
+        # Each day streams symbol by symbol, so the IO manager holds one pending row group.
+        metadata["lake/split_grouped"] = True
+        metadata["lake/row_group_size"] = OUTPUT_ROW_GROUP_SIZE
     return dg.AssetOut(
         key=dg.AssetKey(asset),
         description=_DESCRIPTIONS[asset],
@@ -118,14 +131,48 @@ class BronzeConfig(dg.Config):
             "failing the run."
         ),
     )
+    max_ingestion_lag_s: float | None = Field(
+        DEFAULT_MAX_INGESTION_LAG_S,
+        description=(
+            "How long after its event a row may have been stored. A day's read covers only the "
+            "ids ingested from the day's start (less `max_clock_skew_s`) to its end plus this "
+            "lag, found by binary search on the id; null reads each file whole."
+        ),
+    )
+    max_clock_skew_s: float = Field(
+        DEFAULT_MAX_CLOCK_SKEW_S,
+        description="How far an event time may lie after its ingestion time (collector clocks).",
+    )
+    spill_memory_limit_mb: int = Field(
+        DEFAULT_MEMORY_LIMIT_MB,
+        description=(
+            "Memory the spill's DuckDB may use to sort and de-duplicate a day before it spills "
+            "to disk."
+        ),
+    )
+    spill_dir: str | None = Field(
+        None,
+        description=(
+            "Folder for the run's temporary spill (about the size of the run's days, removed at "
+            "the end of the run); default: the system's temporary folder."
+        ),
+    )
 
 
 def _land_day(
-    context: dg.AssetExecutionContext, files: list[Path], day: str, config: BronzeConfig
-) -> BronzeDay:
+    context: dg.AssetExecutionContext,
+    spill: BronzeSpill,
+    files: list[Path],
+    day: str,
+    config: BronzeConfig,
+) -> BronzeDayStore:
     try:
-        landed = land_bronze_day(
-            files, dt.date.fromisoformat(day), skip_unreadable=config.skip_unreadable_sources
+        landed = spill.land_day(
+            files,
+            dt.date.fromisoformat(day),
+            skip_unreadable=config.skip_unreadable_sources,
+            max_clock_skew_s=config.max_clock_skew_s,
+            max_ingestion_lag_s=config.max_ingestion_lag_s,
         )
     except WorkerFileError as exc:
         raise dg.Failure(
@@ -135,12 +182,12 @@ def _land_day(
             ),
             metadata={"source_file": dg.MetadataValue.path(str(exc.path))},
         ) from exc
-    quarantined = landed.tables[QUARANTINE].num_rows
+    quarantined = landed.rows[QUARANTINE]
     duplicates = sum(landed.duplicates_dropped.values())
     message = (
         f"day {day}: {landed.ticks:,} ticks from {len(landed.sources)} files, "
         f"{quarantined:,} quarantined, {duplicates:,} duplicates dropped, "
-        f"{landed.tables[CONNECTION_EVENTS].num_rows:,} connection events"
+        f"{landed.rows[CONNECTION_EVENTS]:,} connection events"
     )
     if landed.skipped:
         message += f"; skipped unreadable {', '.join(sorted(landed.skipped))}"
@@ -177,13 +224,27 @@ def bronze_market_data(
             )
         )
     worker_paths = {p.name: p for p in files}
-    days = [_land_day(context, files, key, config) for key in context.partition_keys]
+    with BronzeSpill(
+        spill_dir=config.spill_dir, memory_limit_mb=config.spill_memory_limit_mb
+    ) as spill:
+        days = [_land_day(context, spill, files, key, config) for key in context.partition_keys]
+        yield from _outputs_and_checks(context, market_sources, files, worker_paths, days, started)
+
+
+def _outputs_and_checks(
+    context: dg.AssetExecutionContext,
+    market_sources: MarketSources,
+    files: list[Path],
+    worker_paths: dict[str, Path],
+    days: list[BronzeDayStore],
+    started: dt.datetime,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
 
     # Each file is hashed once per run; its parent entry per day names where that day's read stopped.
     factory = MetadataFactory(market_sources.root_path, code_version=CODE_VERSION)
     hashes: dict[str, str] = {}
 
-    def parents(day: BronzeDay) -> list[ParentRef]:
+    def parents(day: BronzeDayStore) -> list[ParentRef]:
         refs = []
         for source in day.sources:
             ref = factory.file_parent(
@@ -200,9 +261,9 @@ def bronze_market_data(
     read_files = sorted({s.file for day in days for s in day.sources})
     skipped = sorted({(name, reason) for day in days for name, reason in day.skipped.items()})
     totals = {
-        **{channel: sum(d.tables[channel].num_rows for d in days) for channel in CHANNELS},
-        "connection_events": sum(d.tables[CONNECTION_EVENTS].num_rows for d in days),
-        "quarantined": sum(d.tables[QUARANTINE].num_rows for d in days),
+        **{channel: sum(d.rows[channel] for d in days) for channel in CHANNELS},
+        "connection_events": sum(d.rows[CONNECTION_EVENTS] for d in days),
+        "quarantined": sum(d.rows[QUARANTINE] for d in days),
         "duplicates_dropped": sum(sum(d.duplicates_dropped.values()) for d in days),
     }
     # The ids each file was read up to: rows past them are for the watcher's next run.
@@ -229,9 +290,10 @@ def bronze_market_data(
         yield dg.Output(
             {
                 day.day.isoformat(): LakeOutput(
-                    day.tables[table],
+                    day.reader(table),
                     parents=day_parents[day.day.isoformat()],
                     params={"day": day.day.isoformat()},
+                    schema=TABLE_SCHEMAS[table],
                 )
                 for day in days
             },

@@ -1,12 +1,15 @@
 """Asset checks of the bronze market data: each tests one property of every day a run wrote.
 
 The checks are declared as `check_specs` on the bronze multi-asset and evaluated inside its step,
-after the outputs are written, rather than as separate `@asset_check`s that reload partitions:
+after the outputs are written, rather than as separate `@asset_check`s that reload partitions.
+They read what the write streamed (`BronzeDayStore.streamed`: rows and event dates counted batch
+by batch as the lake IO manager wrote them) and the day's spill (keys, quarantine counts), so a
+day of any size is checked in bounded memory without reading the files back:
 
 - A single-run backfill is one step over a range of days, and a check then reports one result
   for the run (Dagster scopes a check evaluation to a partition only when the step has a single
   partition key). Evaluated here, that result covers every day of the range, with the figures
-  of each day in its metadata and the failing days named, from the very tables that were
+  of each day in its metadata and the failing days named, from the very rows that were
   written; a separate check would re-read and re-hash every file of the range to say the same.
 - The source count must stop at the ids the read stopped at (collectors keep appending to the
   current day), and only this step knows them; counting up to them keeps the check true while
@@ -22,17 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from contracts.core import key_duplicates, schema_violations
+from contracts.core import schema_violations
 from pipeline_assets.lib.market.bronze import (
     CHANNELS,
     CONNECTION_EVENTS,
     LANDED_CONTRACTS,
     QUARANTINE,
-    BronzeDay,
 )
+from pipeline_assets.lib.market.bronze_stream import TABLE_SCHEMAS, BronzeDayStore
 
 EVENT_DATE_MATCHES_PARTITION = "event_date_matches_partition"
 NO_DUPLICATE_KEYS = "no_duplicate_keys"
@@ -105,32 +106,34 @@ def bronze_check_specs(asset_tables: Mapping[str, str]) -> list[dg.AssetCheckSpe
 # --- one property each: (passed, figures of one day) -------------------------------------------
 
 
-def _event_date(day: BronzeDay, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
-    data = day.tables[table]
-    dates = pc.cast(data.column("event_ts_utc"), pa.date32())
-    on_day = (
-        pc.sum(pc.cast(pc.equal(dates, pa.scalar(day.day, pa.date32())), pa.int64())).as_py() or 0
-    )
-    elsewhere = data.num_rows - on_day
-    figures: dict[str, Any] = {"rows": data.num_rows, "rows_on_other_dates": elsewhere}
-    if data.num_rows:
-        figures["first_event_date"] = pc.min(dates).as_py().isoformat()
-        figures["last_event_date"] = pc.max(dates).as_py().isoformat()
-    return elsewhere == 0, figures
+def _streamed(day: BronzeDayStore, table: str) -> tuple[int, int, dict[str, Any]]:
+    counts = day.streamed.get(table)
+    if counts is None or not counts.finished:
+        return -1, -1, {"error": "the table was not streamed to the lake in full"}
+    figures: dict[str, Any] = {}
+    if counts.first_event_date is not None:
+        figures["first_event_date"] = counts.first_event_date.isoformat()
+        figures["last_event_date"] = counts.last_event_date.isoformat()  # type: ignore[union-attr]
+    return counts.rows, counts.rows_on_other_dates, figures
 
 
-def _no_duplicate_keys(day: BronzeDay, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
+def _event_date(day: BronzeDayStore, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
+    rows, elsewhere, figures = _streamed(day, table)
+    return elsewhere == 0, {"rows": rows, "rows_on_other_dates": elsewhere, **figures}
+
+
+def _no_duplicate_keys(day: BronzeDayStore, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
     key = list(LANDED_CONTRACTS[table].contract.primary_key)
-    dupes = key_duplicates(day.tables[table], key, limit=5)
-    figures: dict[str, Any] = {"rows": day.tables[table].num_rows, "primary_key": key}
+    dupes = day.duplicate_keys(table, key, limit=5)
+    figures: dict[str, Any] = {"rows": day.rows[table], "primary_key": key}
     if dupes:
         figures["duplicate_keys"] = [{k: str(v) for k, v in d.items()} for d in dupes]
     return not dupes, figures
 
 
-def _schema(day: BronzeDay, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
+def _schema(day: BronzeDayStore, table: str, **_: Any) -> tuple[bool, dict[str, Any]]:
     model = LANDED_CONTRACTS[table]
-    problems = schema_violations(day.tables[table].schema, model)
+    problems = schema_violations(TABLE_SCHEMAS[table], model)
     return not problems, {
         "contract": f"{model.contract.name} {model.contract.version}",
         "violations": problems,
@@ -160,16 +163,8 @@ def count_source_rows(
     return count
 
 
-def _quarantined(day: BronzeDay, source_table: str, channel: str | None = None) -> int:
-    quarantine = day.tables[QUARANTINE]
-    mask = pc.equal(quarantine.column("source_table"), source_table)
-    if channel is not None:
-        mask = pc.and_(mask, pc.equal(quarantine.column("channel"), channel))
-    return pc.sum(pc.cast(mask, pa.int64())).as_py() or 0
-
-
 def _row_count(
-    day: BronzeDay, table: str, *, worker_paths: Mapping[str, Path]
+    day: BronzeDayStore, table: str, *, worker_paths: Mapping[str, Path]
 ) -> tuple[bool, dict[str, Any]]:
     def source(source_table: str, channel: str | None = None) -> int:
         return sum(
@@ -185,22 +180,22 @@ def _row_count(
             for s in day.sources
         )
 
-    rows = day.tables[table].num_rows
+    rows, _, _ = _streamed(day, table)
     if table in CHANNELS:
         figures = {
             "source_rows": source("market_ticks", table),
-            "quarantined": _quarantined(day, "market_ticks", table),
+            "quarantined": day.quarantined("market_ticks", table),
             "duplicates_dropped": day.duplicates_dropped[table],
         }
         expected = figures["source_rows"] - figures["quarantined"] - figures["duplicates_dropped"]
     elif table == CONNECTION_EVENTS:
         figures = {
             "source_rows": source("connection_events"),
-            "quarantined": _quarantined(day, "connection_events"),
+            "quarantined": day.quarantined("connection_events"),
         }
         expected = figures["source_rows"] - figures["quarantined"]
     else:
-        landed = sum(day.tables[c].num_rows for c in (*CHANNELS, CONNECTION_EVENTS))
+        landed = sum(_streamed(day, c)[0] for c in (*CHANNELS, CONNECTION_EVENTS))
         figures = {
             "source_rows": source("market_ticks") + source("connection_events"),
             "landed": landed,
@@ -221,7 +216,7 @@ _EVALUATORS = {
 
 def bronze_check_results(
     asset_tables: Mapping[str, str],
-    days: Sequence[BronzeDay],
+    days: Sequence[BronzeDayStore],
     worker_paths: Mapping[str, Path],
 ) -> Iterator[dg.AssetCheckResult]:
     """One result per check and asset, covering every day of the run, with each day's figures."""

@@ -21,10 +21,13 @@ Each row is normalized (exchange lowercase, `BASE-QUOTE` symbol) and its JSON pa
 typed columns. A row that cannot be (bad JSON, a missing or mistyped field, an unknown channel,
 an unreadable symbol or timestamp) goes to a `rejects` table with the reason, never dropped.
 
-`land_bronze_day` is what the bronze assets write: the day across all worker files, with exact
-duplicates recorded by two workers dropped (and counted), the day's connection events, and the
-rejected rows of both tables as the quarantine. The schemas are the contracts in
-`contracts.market`; the `BRONZE_*_SCHEMA` names are their Arrow schemas.
+`land_bronze_day` is the day as bronze lands it, built in memory: across all worker files, with
+exact duplicates recorded by two workers dropped (and counted), the day's connection events, and
+the rejected rows of both tables as the quarantine. It is the reference: the assets build the
+same day in bounded memory with `bronze_stream.BronzeSpill`, which hands every row its
+vectorized parse cannot vouch for to `land_tick_rows` here, and writes the same bytes (tests
+compare the two). The schemas are the contracts in `contracts.market`; the `BRONZE_*_SCHEMA`
+names are their Arrow schemas.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,7 +438,21 @@ def _ticks_of_day(
 ) -> tuple[dict[str, pa.Table], int | None]:
     rows, max_id = _fetch_day_rows(conn, day, page_rows)
     builder = _Builder()
-    names: dict[tuple[Any, Any], tuple[str, str, str, str] | str] = {}
+    land_tick_rows(rows, source_file, builder, {})
+    return _sorted(builder.tables()), max_id
+
+
+def land_tick_rows(
+    rows: Iterable[tuple],
+    source_file: str,
+    builder: _Builder,
+    names: dict[tuple[Any, Any], tuple[str, str, str, str] | str],
+) -> None:
+    """Parse market_ticks rows (id, exchange, symbol, channel, event_ts_utc, ingestion_ts_utc,
+    payload) one by one into `builder`'s channel tables, or its rejects with the reason.
+
+    This is the definition of what a row becomes; `names` caches normalized (exchange, symbol).
+    """
     for (
         source_id,
         exchange_raw,
@@ -500,7 +517,6 @@ def _ticks_of_day(
                 **fields,
             },
         )
-    return _sorted(builder.tables()), max_id
 
 
 def read_worker_day(

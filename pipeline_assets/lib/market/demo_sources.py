@@ -2,13 +2,24 @@
 
 `make demo` and the tests need source data without live exchange connections. Each worker file
 holds the design's two tables (`market_ticks`, `connection_events`) and, for each requested UTC
-day, what a collector would have stored: two exchanges spelled as the collectors spell them
-('Binance' with 'BTCUSDT', 'coinbase' with 'BTC-USD'), the three channels, a disconnect with its
-reconnect (and no ticks from that exchange in between), and ingestion times a little after the
-exchange event times.
+day, what a collector would have stored:
 
-Prices follow one random walk per asset that both exchanges quote (Coinbase's USD a hair below
-Binance's USDT). Day opens follow a mean-reverting daily series from a fixed epoch, and each day
+- three exchanges spelled as the collectors spell them ('Binance' with 'BTCUSDT', 'coinbase'
+  with 'BTC-USD', 'KRAKEN' with 'btc/usdt'), the three channels, ingestion times a little after
+  the exchange event times;
+- a disconnect per exchange with its reconnect and resubscribe (and no ticks from that exchange
+  in between);
+- a quiet gap: the worker's first asset on coinbase falls silent for 30 to 60 minutes while the
+  connection stays up (no connection event), as a stalled feed does;
+- five rows bronze cannot land: a payload cut off mid-JSON, a ticker without `last`, an unknown
+  channel ('funding'), an event time in local format ('2026-02-19 10:30:00.123456'), and a
+  perpetual-future symbol ('BTC-PERP');
+- in worker_02 only, six exact copies of ticks worker_01 recorded on Binance (same exchange,
+  symbol, event time and payload, a later ingestion time), as two workers briefly subscribed to
+  one stream during a failover.
+
+Prices follow one random walk per asset that every exchange quotes (Coinbase's USD a hair below
+Binance's USDT, Kraken's a hair above). Day opens follow a mean-reverting daily series from a fixed epoch, and each day
 is a bridge from its open to the next day's open, so prices are continuous across midnight
 whichever days are generated and in whatever calls.
 
@@ -92,10 +103,13 @@ class _Exchange:
     half_spread_ticks: tuple[int, int]
     latency_ms: tuple[float, float]  # lognormal mu, sigma of the ingestion delay in ms
     numeric_trade_ids: bool
+    symbol_style: str  # 'concatenated' BTCUSDT, 'dash' BTC-USD, 'slash_lower' btc/usdt
 
     def symbol(self, asset: str) -> str:
-        if self.name == "Binance":
+        if self.symbol_style == "concatenated":
             return f"{asset}{self.quote}"
+        if self.symbol_style == "slash_lower":
+            return f"{asset}/{self.quote}".lower()
         return f"{asset}-{self.quote}"
 
 
@@ -108,6 +122,7 @@ _EXCHANGES = (
         half_spread_ticks=(1, 2),
         latency_ms=(3.0, 0.6),  # median about 20 ms
         numeric_trade_ids=True,
+        symbol_style="concatenated",
     ),
     _Exchange(
         name="coinbase",
@@ -117,8 +132,25 @@ _EXCHANGES = (
         half_spread_ticks=(1, 4),
         latency_ms=(3.8, 0.5),  # median about 45 ms
         numeric_trade_ids=False,
+        symbol_style="dash",
+    ),
+    _Exchange(
+        name="KRAKEN",
+        ws_url="wss://ws.kraken.com/v2",
+        quote="USDT",
+        basis=0.0001,
+        half_spread_ticks=(1, 3),
+        latency_ms=(3.5, 0.5),  # median about 33 ms
+        numeric_trade_ids=True,
+        symbol_style="slash_lower",
     ),
 )
+# The stream (a worker's first asset on this exchange) that falls silent once a day, connected.
+QUIET_STREAM_EXCHANGE = 1
+# 30 to 60 minutes: far longer than a 60 s staleness limit, and than the demo streams' usual
+# spacing of a few minutes, so it stands out at demo volumes too.
+QUIET_GAP_US = (1_800_000_000, 3_600_000_000)
+DUPLICATES_PER_DAY = 6
 
 
 def worker_file_name(index: int) -> str:
@@ -137,9 +169,11 @@ def write_demo_worker_files(
     """Write (or complete) one collector SQLite file per worker holding the given UTC days.
 
     Workers share out the assets round-robin (two workers: worker_01 collects BTC, worker_02
-    ETH), each on both exchanges. `rows_per_day` is the number of `market_ticks` rows per worker
-    and day (give or take rounding), half trades, 30% order book snapshots, 20% tickers; none
-    fall inside an exchange's disconnect gap. Returns the worker files, in worker order. Days a
+    ETH), each on the three exchanges. `rows_per_day` is the number of good `market_ticks` rows
+    per worker and day (give or take rounding), half trades, 30% order book snapshots, 20%
+    tickers; none fall inside an exchange's disconnect gap or the quiet gap. Each worker and day
+    also gets the five bad rows, and worker_02 the six copies of worker_01's ticks (see the
+    module docstring). Returns the worker files, in worker order. Days a
     file already holds are left as they are, so calling twice adds nothing.
     """
     if workers < 1 or workers > len(_ASSETS):
@@ -154,16 +188,25 @@ def write_demo_worker_files(
     for index in range(1, workers + 1):
         path = workers_dir / worker_file_name(index)
         worker_assets = assets[index - 1 :: workers]
+        spec = _WorkerSpec(index, tuple(worker_assets), tuple(assets), workers)
         if path.exists():
-            _extend_worker_file(path, index, worker_assets, wanted, seed, rows_per_day)
+            _extend_worker_file(path, spec, wanted, seed, rows_per_day)
         else:
-            _create_worker_file(path, index, worker_assets, wanted, seed, rows_per_day)
+            _create_worker_file(path, spec, wanted, seed, rows_per_day)
         paths.append(path)
     return paths
 
 
+@dataclass(frozen=True)
+class _WorkerSpec:
+    index: int  # 1-based
+    assets: tuple[_Asset, ...]  # the assets this worker collects
+    all_assets: tuple[_Asset, ...]  # the assets of all workers (worker_02 copies worker_01's)
+    workers: int
+
+
 def _create_worker_file(
-    path: Path, index: int, assets: Sequence[_Asset], days: list[dt.date], seed: int, rows: int
+    path: Path, spec: _WorkerSpec, days: list[dt.date], seed: int, rows: int
 ) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     _remove_sqlite_files(tmp)  # left behind by a killed run
@@ -176,7 +219,7 @@ def _create_worker_file(
             conn.execute(MARKET_TICKS_DDL)
             conn.execute(CONNECTION_EVENTS_DDL)
             for day in days:
-                _insert_day(conn, index, assets, day, seed, rows)
+                _insert_day(conn, spec, day, seed, rows)
             conn.execute("COMMIT")
         finally:
             conn.close()  # the last connection checkpoints and removes the -wal and -shm files
@@ -186,7 +229,7 @@ def _create_worker_file(
 
 
 def _extend_worker_file(
-    path: Path, index: int, assets: Sequence[_Asset], days: list[dt.date], seed: int, rows: int
+    path: Path, spec: _WorkerSpec, days: list[dt.date], seed: int, rows: int
 ) -> None:
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     try:
@@ -205,7 +248,7 @@ def _extend_worker_file(
         try:
             for day in days:
                 if not _holds_day(conn, day):
-                    _insert_day(conn, index, assets, day, seed, rows)
+                    _insert_day(conn, spec, day, seed, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -280,26 +323,72 @@ def _intraday_path(
     return [math.exp(open_log + w + drift * i / steps) for i, w in enumerate(walk)]
 
 
-def _insert_day(
-    conn: sqlite3.Connection,
-    worker_index: int,
+def _disconnect_gap(
+    seed: int, worker_id: str, exchange: _Exchange, day: dt.date
+) -> tuple[int, int]:
+    """The (down, up) offsets in µs of the day's disconnect of one worker's exchange connection."""
+    rng = _rng(seed, "connection", worker_id, exchange.name, day.isoformat())
+    down = rng.randrange(US_PER_DAY // 24, US_PER_DAY - US_PER_DAY // 24)
+    return down, down + rng.randrange(3_000_000, 90_000_000)
+
+
+def _quiet_gap(
+    seed: int, worker_id: str, disconnect: tuple[int, int], day: dt.date
+) -> tuple[int, int]:
+    """A silence of 30 to 60 minutes on one stream, in the half of the day away from the disconnect."""
+    rng = _rng(seed, "quiet", worker_id, day.isoformat())
+    length = rng.randrange(QUIET_GAP_US[0], QUIET_GAP_US[1])
+    half = US_PER_DAY // 2
+    lower = half if disconnect[0] < half else 0
+    start = lower + rng.randrange(US_PER_DAY // 48, half - US_PER_DAY // 48 - length)
+    return start, start + length
+
+
+def _worker_streams(
+    seed: int, worker_index: int, assets: Sequence[_Asset], day: dt.date, rows_per_day: int
+) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int, tuple[str, str, str, str, str, str]]]]:
+    """One worker's day of ticks: its disconnect gap per exchange, and (ingest µs, exchange order,
+    row) for every tick of its (asset, exchange) streams."""
+    worker_id = f"worker_{worker_index:02d}"
+    gaps = {ex.name: _disconnect_gap(seed, worker_id, ex, day) for ex in _EXCHANGES}
+    quiet_exchange = _EXCHANGES[QUIET_STREAM_EXCHANGE]
+    quiet = _quiet_gap(seed, worker_id, gaps[quiet_exchange.name], day)
+    ticks: list[tuple[int, int, tuple[str, str, str, str, str, str]]] = []
+    per_stream = rows_per_day / (len(assets) * len(_EXCHANGES)) if assets else 0
+    for asset_order, asset in enumerate(assets):
+        path = _intraday_path(
+            seed,
+            asset,
+            day,
+            _day_open_log_price(seed, asset, day),
+            _day_open_log_price(seed, asset, day + dt.timedelta(days=1)),
+        )
+        for ex_order, exchange in enumerate(_EXCHANGES):
+            stream_gaps = [gaps[exchange.name]]
+            if asset_order == 0 and exchange is quiet_exchange:
+                stream_gaps.append(quiet)
+            stream_rows = _stream_ticks(
+                seed, worker_id, asset, exchange, day, path, stream_gaps, per_stream
+            )
+            ticks.extend((ingest_us, ex_order, row) for ingest_us, row in stream_rows)
+    return gaps, ticks
+
+
+def _connection_events(
+    seed: int,
+    worker_id: str,
     assets: Sequence[_Asset],
     day: dt.date,
-    seed: int,
-    rows_per_day: int,
-) -> None:
-    worker_id = f"worker_{worker_index:02d}"
+    gaps: dict[str, tuple[int, int]],
+) -> list[tuple[int, int, tuple[str, str, str, str, str | None]]]:
     day_us = _day_start_us(day)
-    ticks: list[tuple[int, int, tuple[str, str, str, str, str, str]]] = []
     events: list[tuple[int, int, tuple[str, str, str, str, str | None]]] = []
-
-    # Each exchange connection drops once a day; nothing arrives from it until it reconnects.
-    gaps: dict[str, tuple[int, int]] = {}
     for ex_order, exchange in enumerate(_EXCHANGES):
+        # Continues the rng that drew the gap, so the events are those of the original demo.
         rng = _rng(seed, "connection", worker_id, exchange.name, day.isoformat())
-        down = rng.randrange(US_PER_DAY // 24, US_PER_DAY - US_PER_DAY // 24)
-        up = down + rng.randrange(3_000_000, 90_000_000)
-        gaps[exchange.name] = (down, up)
+        rng.randrange(US_PER_DAY // 24, US_PER_DAY - US_PER_DAY // 24)
+        rng.randrange(3_000_000, 90_000_000)
+        down, up = gaps[exchange.name]
         symbols = [exchange.symbol(a.code) for a in assets]
         timeline: list[tuple[int, str, dict | None]] = []
         if rng.random() < 0.5:
@@ -333,22 +422,102 @@ def _insert_day(
                     ),
                 )
             )
+    return events
 
-    streams = [(asset, exchange) for asset in assets for exchange in _EXCHANGES]
-    per_stream = rows_per_day / len(streams) if streams else 0
-    for asset in assets:
-        path = _intraday_path(
-            seed,
-            asset,
-            day,
-            _day_open_log_price(seed, asset, day),
-            _day_open_log_price(seed, asset, day + dt.timedelta(days=1)),
+
+def _bad_rows(
+    seed: int, worker_id: str, asset: _Asset, day: dt.date
+) -> list[tuple[int, int, tuple[str, str, str, str, str, str]]]:
+    """The day's rows bronze cannot land (one of each kind), as a collector bug would store them."""
+    rng = _rng(seed, "bad", worker_id, day.isoformat())
+    day_us = _day_start_us(day)
+    exchange = _EXCHANGES[0]
+    symbol = exchange.symbol(asset.code)
+    price = round(asset.base_price, asset.price_decimals)
+    rows = [
+        # payload not JSON: a message cut off mid-write
+        (exchange.name, symbol, "trades", '{"trade_id": "1", "price": ' + str(price)),
+        # a missing field: a ticker without its last price
+        (
+            exchange.name,
+            symbol,
+            "ticker",
+            json.dumps({"bid": price, "ask": price, "volume_24h": 1.0}),
+        ),
+        # an unknown channel
+        (exchange.name, symbol, "funding", json.dumps({"rate": 0.0001})),
+        # an unreadable timestamp (patched below)
+        (
+            exchange.name,
+            symbol,
+            "trades",
+            json.dumps({"trade_id": "2", "price": price, "size": 1.0, "side": "buy"}),
+        ),
+        # an unreadable symbol: a perpetual future, not a spot pair
+        (
+            exchange.name,
+            f"{asset.code}-PERP",
+            "trades",
+            json.dumps({"trade_id": "3", "price": price, "size": 1.0, "side": "sell"}),
+        ),
+    ]
+    out = []
+    for kind, (ex, sym, channel, payload) in enumerate(rows):
+        event_us = day_us + rng.randrange(US_PER_DAY // 24, US_PER_DAY - US_PER_DAY // 24)
+        event_ts = format_ts(event_us)
+        if kind == 3:
+            # a local time without the T and the Z: on the day, but not the collectors' format
+            event_ts = event_ts.replace("T", " ").rstrip("Z")
+        ingest_us = event_us + rng.randrange(5_000, 200_000)
+        out.append((ingest_us, kind, (ex, sym, channel, event_ts, format_ts(ingest_us), payload)))
+    return out
+
+
+def _copies_of_worker_01(
+    seed: int,
+    assets: Sequence[_Asset],
+    workers: int,
+    day: dt.date,
+    rows_per_day: int,
+    own_gaps: dict[str, tuple[int, int]],
+) -> list[tuple[int, int, tuple[str, str, str, str, str, str]]]:
+    """A few ticks worker_01 recorded on its first stream, recorded again by this worker (as
+    during a failover): same exchange, symbol, event time and payload, later ingestion."""
+    _, first = _worker_streams(seed, 1, assets[0::workers], day, rows_per_day)
+    exchange = _EXCHANGES[0]
+    down, up = own_gaps[exchange.name]
+    day_us = _day_start_us(day)
+    candidates = [
+        t
+        for t in first
+        if t[2][0] == exchange.name and not down <= _parse_offset(t[2][3], day_us) <= up
+    ]
+    rng = _rng(seed, "copies", day.isoformat())
+    picked = sorted(rng.sample(range(len(candidates)), min(DUPLICATES_PER_DAY, len(candidates))))
+    out = []
+    for i in picked:
+        ingest_us, ex_order, row = candidates[i]
+        later = ingest_us + rng.randrange(1_000, 50_000)
+        out.append((later, ex_order, (*row[:4], format_ts(later), row[5])))
+    return out
+
+
+def _parse_offset(ts: str, day_us: int) -> int:
+    moment = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return (moment - _EPOCH) // dt.timedelta(microseconds=1) - day_us
+
+
+def _insert_day(
+    conn: sqlite3.Connection, spec: _WorkerSpec, day: dt.date, seed: int, rows_per_day: int
+) -> None:
+    worker_id = f"worker_{spec.index:02d}"
+    gaps, ticks = _worker_streams(seed, spec.index, spec.assets, day, rows_per_day)
+    events = _connection_events(seed, worker_id, spec.assets, day, gaps)
+    ticks.extend(_bad_rows(seed, worker_id, spec.assets[0], day))
+    if spec.index == 2 and rows_per_day > 0:
+        ticks.extend(
+            _copies_of_worker_01(seed, spec.all_assets, spec.workers, day, rows_per_day, gaps)
         )
-        for ex_order, exchange in enumerate(_EXCHANGES):
-            stream_rows = _stream_ticks(
-                seed, worker_id, asset, exchange, day, path, gaps[exchange.name], per_stream
-            )
-            ticks.extend((ingest_us, ex_order, row) for ingest_us, row in stream_rows)
 
     # A collector appends rows in the order it stores them.
     ticks.sort(key=lambda t: (t[0], t[1], t[2][1], t[2][2], t[2][3]))
@@ -372,7 +541,7 @@ def _stream_ticks(
     exchange: _Exchange,
     day: dt.date,
     path: list[float],
-    gap: tuple[int, int],
+    gaps: Sequence[tuple[int, int]],
     rows: float,
 ) -> list[tuple[int, tuple[str, str, str, str, str, str]]]:
     """Rows of one (asset, exchange) stream for one day, with their ingestion time in µs."""
@@ -380,13 +549,19 @@ def _stream_ticks(
     day_us = _day_start_us(day)
     symbol = exchange.symbol(asset.code)
     tick = 10.0**-asset.price_decimals
-    gap_start, gap_end = gap
-    awake_us = US_PER_DAY - (gap_end - gap_start)
+    silences = sorted(gaps)
+    awake_us = US_PER_DAY - sum(end - start for start, end in silences)
 
     def event_times(count: int) -> list[int]:
-        # Uniform over the connected part of the day, skipping the disconnect gap.
-        times = sorted(rng.randrange(awake_us) for _ in range(count))
-        return [t if t < gap_start else t + (gap_end - gap_start) for t in times]
+        # Uniform over the part of the day the stream is live, skipping its gaps (strictly inside
+        # none of them: a tick may fall on a gap's edge).
+        out = []
+        for t in sorted(rng.randrange(awake_us) for _ in range(count)):
+            for start, end in silences:
+                if t >= start:
+                    t += end - start
+            out.append(t)
+        return out
 
     def mid_at(offset_us: int) -> float:
         return path[offset_us // _PATH_STEP_US] * (1.0 + exchange.basis)
@@ -459,7 +634,7 @@ def _stream_ticks(
         emit(offset, "orderbook", {"bids": bids, "asks": asks})
 
     volume = (
-        rng.uniform(0.6, 1.4) * 2.0e9 / asset.base_price / (4 if exchange.name == "coinbase" else 1)
+        rng.uniform(0.6, 1.4) * 2.0e9 / asset.base_price / (1 if exchange is _EXCHANGES[0] else 4)
     )
     for offset in event_times(counts["ticker"]):
         bid, ask = quote_at(offset)

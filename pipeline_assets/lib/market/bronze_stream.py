@@ -1,0 +1,1019 @@
+"""Bronze in bounded memory: a UTC day of the worker files landed through an on-disk DuckDB spill.
+
+`land_bronze_day` (in `bronze.py`) builds a day as whole Arrow tables; that is the reference and
+what the unit tests read. The bronze assets use this module instead, so that a day of any size,
+and a range of days in one run, is built in about the same memory:
+
+1. **Read**: each worker file (read-only, as `bronze.py` describes) in keyset pages of
+   `page_rows` ids, restricted to the day's id window (see below). A page becomes one Arrow
+   batch of the raw columns.
+2. **Parse**: DuckDB parses the page's payloads with its JSON reader (`json_structure`,
+   `from_json`), normalizes names through a small table of (exchange, symbol) pairs normalized by
+   `symbols.py`, and parses the timestamps. A row takes this vectorized path only when the
+   result is certainly the one `bronze.land_tick_rows` would give (the conditions are listed at
+   `_FAST_SQL`); every other row (bad JSON, a missing field, numbers sent as text, an unknown
+   channel, an odd timestamp, an escape sequence, a duplicated key...) is handed to
+   `land_tick_rows` itself, which lands it or quarantines it with its reason. So the two paths
+   agree by construction on those rows, and by test (property tests, byte comparison of the
+   written files) on the others.
+3. **Spill**: the typed rows go into per-day tables of a DuckDB database in a temporary folder,
+   with a memory limit, so the sort and the duplicate search run out of core.
+4. **Stream out**: `BronzeDayStore.reader(table)` is a `RecordBatchReader` over the day's table:
+   exact duplicates (exchange, symbol, event time, payload; the first by source file and id is
+   kept) left out, sorted by the same keys as `land_bronze_day`, with the contract's Arrow schema.
+   The lake IO manager writes it batch by batch. Each reader counts what it hands out (rows, rows
+   on another date), which the asset checks read.
+
+**The day's id window.** A day's rows used to be found by a full scan of each file (there is no
+index on `event_ts_utc`). Collectors append rows in ingestion order, so `ingestion_ts_utc` grows
+with `id`, and a row's event time is at most its ingestion time plus a small clock skew and at
+least its ingestion time less the feed's latency. The window of ids whose ingestion time lies in
+`[day - max_clock_skew, day + 1 + max_ingestion_lag)` is found by binary search on the rowid
+(about 2 x 30 point lookups), and only those ids are read, so a file holding months costs what
+its day costs. Rows outside the window are not read even if their event time is on the day (a
+collector that replays hours-old events, or a clock that jumped): the row-count check, which
+counts the whole file with a plain `COUNT`, then fails and names the day; rerun it with
+`max_ingestion_lag_s: null` for a full scan. Defaults: skew 300 s, lag 6 hours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import queue
+import shutil
+import sqlite3
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import adbc_driver_sqlite.dbapi as adbc_sqlite
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from pipeline_assets.lib.market.bronze import (
+    _CONNECTION_EVENTS_COLUMNS,
+    _MARKET_TICKS_COLUMNS,
+    BRONZE_CONNECTION_EVENTS_SCHEMA,
+    BRONZE_QUARANTINE_SCHEMA,
+    BRONZE_SCHEMAS,
+    CHANNELS,
+    CONNECTION_EVENTS,
+    DEFAULT_BUSY_TIMEOUT_S,
+    DUPLICATE_KEY,
+    EVENT_SORT_KEYS,
+    LEVELS_TYPE,
+    QUARANTINE,
+    REJECT_SORT_KEYS,
+    REJECTS,
+    SORT_KEYS,
+    SourceRead,
+    WorkerFileError,
+    _Builder,
+    _check_distinct_names,
+    _connect_read_only,
+    _day_bounds,
+    _events_of_day,
+    _file_errors,
+    _normalize_names,
+    land_tick_rows,
+)
+
+STREAM_PAGE_ROWS = 100_000
+OUTPUT_BATCH_ROWS = 64 * 1024
+# Row groups of the bronze channel files (asset metadata `lake/row_group_size`): with
+# `lake/split_grouped` the lake IO manager holds one pending group, at most this many rows.
+OUTPUT_ROW_GROUP_SIZE = 128 * 1024
+SPILL_BATCH_ROWS = 16 * 1024
+DEFAULT_MEMORY_LIMIT_MB = 512
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0
+DEFAULT_MAX_INGESTION_LAG_S = 6 * 3600.0
+
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    "orderbook": BRONZE_SCHEMAS["orderbook"],
+    "trades": BRONZE_SCHEMAS["trades"],
+    "ticker": BRONZE_SCHEMAS["ticker"],
+    QUARANTINE: BRONZE_QUARANTINE_SCHEMA,
+    CONNECTION_EVENTS: BRONZE_CONNECTION_EVENTS_SCHEMA,
+}
+# What the spill files hold: the contract's columns, and for the channels a hash of the
+# duplicate key (exchange, symbol, event time, payload) that finds duplicate candidates cheaply.
+SPILL_SCHEMAS: dict[str, pa.Schema] = {
+    name: schema.append(pa.field("dup_hash", pa.uint64())) if name in CHANNELS else schema
+    for name, schema in TABLE_SCHEMAS.items()
+}
+_DUP_HASH_SQL = "hash(exchange, symbol, event_ts_utc, payload)"
+# The order a table is streamed in. Channels come grouped by symbol (the lake's split column),
+# each symbol's rows in `SORT_KEYS` order: every per-symbol file holds exactly the rows, in
+# exactly the order, of the day sorted by `SORT_KEYS`, and the IO manager finishes each file
+# before the next symbol begins.
+_ORDER = {
+    **{channel: [("symbol", "ascending"), *SORT_KEYS] for channel in CHANNELS},
+    QUARANTINE: REJECT_SORT_KEYS,
+    CONNECTION_EVENTS: EVENT_SORT_KEYS,
+}
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_NUMBER_TYPES = "('UBIGINT', 'BIGINT', 'DOUBLE')"
+
+
+def _keys_ok(required: str, exact: str | None = None) -> str:
+    # The channel's keys, each once; other keys only when the payload has no nan/inf literal and
+    # is nested less than 400 deep (Python refuses both; DuckDB takes the first).
+    exact = exact or required
+    return (
+        f"(keys IN ({required}, {exact}) OR (list_has_all(keys, {required}) "
+        "AND len(keys) = len(list_distinct(keys)) "
+        "AND NOT regexp_matches(payload, '(?i)nan|inf') "
+        "AND length(payload) - length(replace(replace(payload, '[', ''), '{', '')) < 400))"
+    )
+
+
+def _number(text: str) -> str:
+    # A JSON number's text (first character a digit or '-') as a double; NULL otherwise.
+    return (
+        f"CASE WHEN regexp_full_match(left({text}::VARCHAR, 1), '[-0-9]') "
+        f"THEN TRY_CAST({text}::VARCHAR AS DOUBLE) END"
+    )
+
+
+def _flat_levels(text: str, parsed: str) -> str:
+    # No list nested deeper than a level: one '[' for the list and one per level.
+    return f"length({text}) - length(replace({text}, '[', '')) = len({parsed}) + 1"
+
+
+def _numeric_levels_text(column: str) -> str:
+    # The JSON text of a list holding only numbers and lists: no string, true/false/null, object.
+    return (
+        f"starts_with({column}, '[') AND NOT contains({column}, '\"') "
+        f"AND NOT contains({column}, 't') AND NOT contains({column}, 'f') "
+        f"AND NOT contains({column}, 'n') AND NOT contains({column}, '{{')"
+    )
+
+
+# The vectorized parse of one page (`page`: the raw columns; `names`: the normalizable
+# (exchange_raw, symbol_raw) pairs). A row is `fast` only when every condition holds under which
+# DuckDB's reading equals `land_tick_rows`'; all others take the exact path:
+# - channel known, names normalizable, both timestamps exactly 'YYYY-MM-DDTHH:MM:SS.ffffffZ'
+#   (parsed and printed back to the same text);
+# - payload valid JSON without backslashes (no escapes) or a trailing comma (DuckDB's JSON
+#   reader accepts trailing commas and nan/inf literals, Python's does not);
+# - the channel's top-level keys (trades: side may be absent), none repeated (DuckDB takes the
+#   first, Python the last); other keys only if the text has no nan/inf (DuckDB reads those
+#   literals, Python refuses them) and is nested less than 400 deep (`_keys_ok`);
+# - each field's JSON text of a kind `parse_payload` takes without conversion: numbers as JSON
+#   numbers (numeric text takes the exact path) and finite, which also refuses nan/inf; trade_id
+#   a non-empty string or an integer written canonically; side "buy", "sell", null or absent;
+#   bids and asks lists of lists of numbers only (no quote, letter t/f/n or brace in their JSON
+#   text, no list deeper than a level), each level at least [price, size], both finite (checked
+#   on the parsed lists by `_levels`).
+_FAST_SQL = f"""
+WITH base AS (
+  SELECT p.source_id, p.exchange_raw, p.symbol_raw, p.channel, p.event_raw, p.ingest_raw,
+         p.payload, n.exchange, n.symbol, n.base_asset, n.quote_asset,
+         try_strptime(p.event_raw, '{_TS_FORMAT}') AS ev,
+         try_strptime(p.ingest_raw, '{_TS_FORMAT}') AS ing,
+         CASE WHEN p.channel IN ('orderbook', 'trades', 'ticker') AND n.exchange IS NOT NULL
+                   AND NOT contains(p.payload, '\\')
+                   AND NOT regexp_matches(p.payload, ',\\s*[\\]}}]')
+              THEN list_sort(TRY(json_keys(p.payload))) END AS keys
+  FROM page p LEFT JOIN names n
+    ON p.exchange_raw = n.exchange_raw AND p.symbol_raw = n.symbol_raw
+),
+fields AS (
+  SELECT *,
+    CASE WHEN channel = 'trades' AND {_keys_ok("['price', 'size', 'trade_id']", "['price', 'side', 'size', 'trade_id']")}
+      THEN from_json(payload,
+        '{{"trade_id": "JSON", "price": "JSON", "size": "JSON", "side": "JSON"}}') END AS tj,
+    CASE WHEN channel = 'ticker' AND {_keys_ok("['ask', 'bid', 'last', 'volume_24h']")}
+      THEN from_json(payload,
+        '{{"bid": "JSON", "ask": "JSON", "last": "JSON", "volume_24h": "JSON"}}') END AS kj,
+    CASE WHEN channel = 'orderbook' AND {_keys_ok("['asks', 'bids']")}
+      THEN from_json(payload, '{{"bids": "JSON", "asks": "JSON"}}') END AS obj
+  FROM base
+),
+parsed AS (
+  SELECT *,
+    CASE WHEN starts_with(tj.trade_id::VARCHAR, '"') THEN (tj.trade_id::VARCHAR)[2:-2]
+         WHEN TRY_CAST(tj.trade_id::VARCHAR AS HUGEINT)::VARCHAR = tj.trade_id::VARCHAR
+           THEN tj.trade_id::VARCHAR
+    END AS trade_id,
+    {_number("tj.price")} AS price, {_number("tj.size")} AS size,
+    CASE WHEN tj.side IS NULL OR tj.side::VARCHAR = 'null' THEN NULL
+         WHEN tj.side::VARCHAR IN ('"buy"', '"sell"') THEN (tj.side::VARCHAR)[2:-2]
+         ELSE '?' END AS side,
+    {_number("kj.bid")} AS bid, {_number("kj.ask")} AS ask, {_number("kj.last")} AS last,
+    {_number("kj.volume_24h")} AS volume_24h,
+    CASE WHEN {_numeric_levels_text("obj.bids")} AND {_numeric_levels_text("obj.asks")}
+      THEN from_json(obj.bids, '[["DOUBLE"]]') END AS ob_bids,
+    CASE WHEN {_numeric_levels_text("obj.bids")} AND {_numeric_levels_text("obj.asks")}
+      THEN from_json(obj.asks, '[["DOUBLE"]]') END AS ob_asks
+  FROM fields
+)
+SELECT source_id, exchange_raw, symbol_raw, channel, event_raw, ingest_raw, payload,
+  coalesce(ev IS NOT NULL AND ing IS NOT NULL
+    AND strftime(ev, '{_TS_FORMAT}') = event_raw AND strftime(ing, '{_TS_FORMAT}') = ingest_raw
+    AND CASE channel
+      WHEN 'trades' THEN tj IS NOT NULL AND trade_id <> '' AND isfinite(price)
+        AND isfinite(size) AND (side IS NULL OR side <> '?')
+      WHEN 'ticker' THEN kj IS NOT NULL AND isfinite(bid) AND isfinite(ask) AND isfinite(last)
+        AND isfinite(volume_24h)
+      WHEN 'orderbook' THEN ob_bids IS NOT NULL AND ob_asks IS NOT NULL
+        AND {_flat_levels("obj.bids", "ob_bids")} AND {_flat_levels("obj.asks", "ob_asks")}
+    END, false) AS fast,
+  exchange, symbol, base_asset, quote_asset, timezone('UTC', ev) AS event_ts_utc,
+  timezone('UTC', ing) AS ingestion_ts_utc,
+  trade_id, price, size, side, bid, ask, last, volume_24h, ob_bids, ob_asks,
+  hash(exchange, symbol, timezone('UTC', ev), payload) AS dup_hash
+FROM parsed
+"""
+
+_RAW_SCHEMA = pa.schema(
+    [
+        ("source_id", pa.int64()),
+        ("exchange_raw", pa.string()),
+        ("symbol_raw", pa.string()),
+        ("channel", pa.string()),
+        ("event_raw", pa.string()),
+        ("ingest_raw", pa.string()),
+        ("payload", pa.string()),
+    ]
+)
+_NAMES_SCHEMA = pa.schema(
+    [
+        ("exchange_raw", pa.string()),
+        ("symbol_raw", pa.string()),
+        ("exchange", pa.string()),
+        ("symbol", pa.string()),
+        ("base_asset", pa.string()),
+        ("quote_asset", pa.string()),
+    ]
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The day's id window
+# ---------------------------------------------------------------------------------------------
+
+
+def _first_id_ingested_at_or_after(conn: sqlite3.Connection, lo: int, hi: int, moment: str) -> int:
+    """The smallest id in [lo, hi] whose ingestion_ts_utc >= moment (hi + 1 if none), by binary
+    search over the rowid, skipping ids missing from the file. A value that is not text counts
+    as at or after (it is read, then quarantined)."""
+    answer = hi + 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(
+            "SELECT id, ingestion_ts_utc FROM market_ticks WHERE id >= ? AND id <= ? "
+            "ORDER BY id LIMIT 1",
+            (mid, hi),
+        ).fetchone()
+        if row is None:
+            hi = mid - 1
+        elif isinstance(row[1], str) and row[1] < moment:
+            lo = row[0] + 1
+        else:
+            answer, hi = row[0], mid - 1
+    return answer
+
+
+def _ts_text(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def day_id_window(
+    conn: sqlite3.Connection,
+    day: dt.date,
+    min_id: int,
+    max_id: int,
+    *,
+    max_clock_skew_s: float | None = DEFAULT_MAX_CLOCK_SKEW_S,
+    max_ingestion_lag_s: float | None = DEFAULT_MAX_INGESTION_LAG_S,
+) -> tuple[int, int]:
+    """The ids [first, last] that may hold rows of `day` (see the module docstring); the whole
+    file when either bound is None."""
+    if max_clock_skew_s is None or max_ingestion_lag_s is None:
+        return min_id, max_id
+    start = dt.datetime(day.year, day.month, day.day)
+    lower = _ts_text(start - dt.timedelta(seconds=max_clock_skew_s))
+    upper = _ts_text(start + dt.timedelta(days=1, seconds=max_ingestion_lag_s))
+    first = _first_id_ingested_at_or_after(conn, min_id, max_id, lower)
+    last = _first_id_ingested_at_or_after(conn, first, max_id, upper) - 1
+    return first, last
+
+
+# ---------------------------------------------------------------------------------------------
+# The day store: spilled tables, streamed out
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamCounts:
+    """What a reader handed out: rows, and rows whose event date is not the day."""
+
+    rows: int = 0
+    rows_on_other_dates: int = 0
+    first_event_date: dt.date | None = None
+    last_event_date: dt.date | None = None
+    finished: bool = False
+
+
+def _conform(column: pa.Array | pa.ChunkedArray, wanted: pa.DataType) -> pa.Array:
+    """`column` as type `wanted`. DuckDB returns struct fields as nullable: order-book levels are
+    rebuilt around the same buffers with the contract's NOT NULL fields instead of cast."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if column.type == wanted:
+        return column
+    if wanted == LEVELS_TYPE and pa.types.is_list(column.type) and column.null_count == 0:
+        items = column.values.slice(column.offsets[0].as_py(), len(column.values))
+        struct = pa.StructArray.from_arrays(
+            [items.field(0), items.field(1)], fields=list(LEVELS_TYPE.value_type)
+        )
+        offsets = pc.subtract(column.offsets, column.offsets[0])
+        return pa.ListArray.from_arrays(offsets, struct, type=LEVELS_TYPE)
+    return column.cast(wanted)
+
+
+def _levels(lists: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Order-book levels from DuckDB's parse of a bids or asks list (list<list<double>>): the
+    contract's list of (price, size), and per row whether every level has at least two elements,
+    the first two non-null and finite (rows failing it take the exact path)."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks() if lists.num_chunks != 1 else lists.chunk(0)
+    lists = pa.concat_arrays([lists])  # offset 0, own buffers
+    outer_off = np.asarray(lists.offsets)
+    inner = lists.values
+    inner_off = np.asarray(inner.offsets)
+    values = inner.values
+    numbers = values.to_numpy(zero_copy_only=False)
+    present = ~np.asarray(values.is_null(), dtype=bool) & np.isfinite(numbers)
+    start = inner_off[:-1]
+    length = np.diff(inner_off)
+    last = max(len(numbers) - 1, 0)
+    first_at = np.minimum(start, last)
+    second_at = np.minimum(start + 1, last)
+    if len(numbers):
+        level_ok = (length >= 2) & present[first_at] & present[second_at]
+    else:
+        level_ok = np.zeros(len(start), dtype=bool)
+    level_ok &= ~np.asarray(inner.is_null(), dtype=bool)
+    bad = np.concatenate([[0], np.cumsum(~level_ok)])
+    row_ok = ~np.asarray(lists.is_null(), dtype=bool) & (bad[outer_off[1:]] == bad[outer_off[:-1]])
+    price = numbers[first_at] if len(numbers) else np.zeros(len(start))
+    size = numbers[second_at] if len(numbers) else np.zeros(len(start))
+    struct = pa.StructArray.from_arrays(
+        [pa.array(price, pa.float64()), pa.array(size, pa.float64())],
+        fields=list(LEVELS_TYPE.value_type),
+    )
+    offsets = pa.array(outer_off, pa.int32())
+    return pa.ListArray.from_arrays(offsets, struct, type=LEVELS_TYPE), row_ok
+
+
+@dataclass
+class BronzeDayStore:
+    """One UTC day as the bronze assets write it, held in the spill.
+
+    `reader(table)` streams a table ('orderbook', 'trades', 'ticker', 'quarantine',
+    'connection_events') with its contract's schema (`TABLE_SCHEMAS`), sorted, exact duplicates
+    left out; `streamed[table]` counts what was handed out. `rows`, `duplicates_dropped`,
+    `quarantined()` and `duplicate_keys()` answer from the spilled rows.
+    """
+
+    day: dt.date
+    sources: tuple[SourceRead, ...]
+    skipped: Mapping[str, str]
+    duplicates_dropped: Mapping[str, int]
+    rows: Mapping[str, int]
+    _spill: BronzeSpill
+    _files: Mapping[str, list[Path]]
+    _dropped: Mapping[str, str]
+    streamed: dict[str, StreamCounts] = field(default_factory=dict)
+
+    tables = tuple(TABLE_SCHEMAS)
+
+    @property
+    def ticks(self) -> int:
+        return sum(self.rows[c] for c in CHANNELS)
+
+    def _cursor(
+        self, table: str, columns: Sequence[str] | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """A cursor on which `landed` is the rows written for `table` (`columns` of them)."""
+        wanted = list(columns) if columns is not None else list(TABLE_SCHEMAS[table].names)
+        if table in self._dropped:
+            wanted += [c for c in ("source_file", "source_id") if c not in wanted]
+        cursor = self._spill.con.cursor()
+        cursor.register("spilled", _scan(self._files[table], SPILL_SCHEMAS[table], wanted))
+        if table in self._dropped:
+            cursor.execute(
+                "CREATE OR REPLACE TEMP VIEW landed AS SELECT * FROM spilled "
+                f"ANTI JOIN {self._dropped[table]} USING (source_file, source_id)"
+            )
+        else:
+            cursor.execute("CREATE OR REPLACE TEMP VIEW landed AS SELECT * FROM spilled")
+        return cursor
+
+    def reader(self, table: str, batch_rows: int = OUTPUT_BATCH_ROWS) -> pa.RecordBatchReader:
+        """The rows written for `table`, sorted, in batches. Lazy: the query (the sort) starts at
+        the first read, so a range run can hand out one reader per day without holding them."""
+        schema = TABLE_SCHEMAS[table]
+        order = ", ".join(name for name, _ in _ORDER[table])
+        columns = ", ".join(schema.names)
+        counts = self.streamed[table] = StreamCounts()
+        has_event_ts = "event_ts_utc" in schema.names
+        day = pa.scalar(self.day, pa.date32())
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            cursor = self._cursor(table)
+            try:
+                source = cursor.sql(
+                    f"SELECT {columns} FROM landed ORDER BY {order}"
+                ).to_arrow_reader(batch_rows)
+                for batch in source:
+                    out = pa.RecordBatch.from_arrays(
+                        [_conform(c, f.type) for c, f in zip(batch.columns, schema)],
+                        schema=schema,
+                    )
+                    counts.rows += out.num_rows
+                    if has_event_ts and out.num_rows:
+                        dates = pc.cast(out.column("event_ts_utc"), pa.date32())
+                        on_day = pc.sum(pc.cast(pc.equal(dates, day), pa.int64())).as_py() or 0
+                        counts.rows_on_other_dates += out.num_rows - on_day
+                        low, high = pc.min(dates).as_py(), pc.max(dates).as_py()
+                        counts.first_event_date = min(
+                            d for d in (counts.first_event_date, low) if d
+                        )
+                        counts.last_event_date = max(d for d in (counts.last_event_date, high) if d)
+                    yield out
+                counts.finished = True
+            finally:
+                cursor.close()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def quarantined(self, source_table: str, channel: str | None = None) -> int:
+        sql = "SELECT count(*) FROM landed WHERE source_table = ?"
+        params: list[Any] = [source_table]
+        if channel is not None:
+            sql += " AND channel = ?"
+            params.append(channel)
+        cursor = self._cursor(QUARANTINE, ["source_table", "channel"])
+        try:
+            ((count,),) = cursor.execute(sql, params).fetchall()
+        finally:
+            cursor.close()
+        return count
+
+    def duplicate_keys(self, table: str, key: Sequence[str], limit: int = 5) -> list[dict]:
+        """Up to `limit` values of `key` held by more than one written row of `table`."""
+        columns = ", ".join(key)
+        cursor = self._cursor(table, key)
+        try:
+            cursor.execute(
+                f"SELECT {columns} FROM landed GROUP BY ALL HAVING count(*) > 1 "
+                f"ORDER BY ALL LIMIT {int(limit)}"
+            )
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+
+def _scan(files: Sequence[Path], schema: pa.Schema, columns: Sequence[str]) -> Any:
+    """`columns` of the spill files, read one small batch at a time (pyarrow's default
+    read-ahead would hold dozens of batches per file)."""
+    if not files:
+        return schema.empty_table().select(list(columns))
+    dataset = ds.dataset([str(f) for f in files], schema=schema, format="ipc")
+    return dataset.scanner(
+        columns=list(columns),
+        batch_size=SPILL_BATCH_ROWS,
+        batch_readahead=1,
+        fragment_readahead=1,
+        use_threads=False,
+    )
+
+
+class BronzeSpill:
+    """A temporary folder (Arrow IPC files of the landed rows, and a DuckDB database with a memory
+    limit that sorts and de-duplicates them out of core) holding the days of one run.
+
+    Use as a context manager; `land_day` fills one day and returns its store. The folder and
+    everything in it are removed on exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        spill_dir: str | Path | None = None,
+        memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+        threads: int | None = None,
+    ) -> None:
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="bronze-spill-", dir=spill_dir))
+        config: dict[str, Any] = {
+            "memory_limit": f"{int(memory_limit_mb)}MB",
+            "temp_directory": str(self.folder / "duckdb_tmp"),
+            "preserve_insertion_order": False,
+        }
+        if threads:
+            config["threads"] = int(threads)
+        try:
+            self.con = duckdb.connect(str(self.folder / "spill.duckdb"), config=config)
+            self.con.execute("SET TimeZone = 'UTC'")
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.con.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def land_day(
+        self,
+        db_paths: Sequence[Path],
+        day: dt.date,
+        *,
+        skip_unreadable: bool = False,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        page_rows: int = STREAM_PAGE_ROWS,
+        max_clock_skew_s: float | None = DEFAULT_MAX_CLOCK_SKEW_S,
+        max_ingestion_lag_s: float | None = DEFAULT_MAX_INGESTION_LAG_S,
+    ) -> BronzeDayStore:
+        """Land one UTC day of the worker files into the spill; same contract as
+        `land_bronze_day`: a `WorkerFileError` names an unreadable file; with `skip_unreadable`
+        it is left out and named in `skipped` with the reason."""
+        paths = sorted((Path(p) for p in db_paths), key=lambda p: p.name)
+        _check_distinct_names(paths)
+        prefix = f"d{day:%Y%m%d}_{uuid.uuid4().hex[:8]}"
+        loader = _DayLoader(self.con, self.folder / prefix)
+        sources: list[SourceRead] = []
+        skipped: dict[str, str] = {}
+        reading = _read_files(
+            paths,
+            day,
+            stop_at_error=not skip_unreadable,
+            busy_timeout_s=busy_timeout_s,
+            page_rows=page_rows,
+            max_clock_skew_s=max_clock_skew_s,
+            max_ingestion_lag_s=max_ingestion_lag_s,
+        )
+        try:
+            for item in _prefetched(reading):
+                kind, name = item[0], item[1]
+                if kind == "page":
+                    loader.land_page(item[2], name)
+                elif kind == "events":
+                    events = item[2]
+                    loader.append(CONNECTION_EVENTS, name, events[CONNECTION_EVENTS])
+                    loader.append(QUARANTINE, name, events[REJECTS])
+                elif kind == "done":
+                    sources.append(item[2])
+                elif kind == "error":
+                    loader.forget(name)
+                    if not skip_unreadable:
+                        raise item[2]
+                    skipped[name] = str(item[2])
+        finally:
+            loader.close()
+        duplicates = loader.find_duplicates()
+        return BronzeDayStore(
+            day=day,
+            sources=tuple(sources),
+            skipped=skipped,
+            duplicates_dropped=duplicates,
+            rows={t: loader.rows.get(t, 0) - duplicates.get(t, 0) for t in TABLE_SCHEMAS},
+            _spill=self,
+            _files=loader.files(),
+            _dropped={c: loader.dropped_table(c) for c in CHANNELS},
+        )
+
+
+def _read_files(
+    paths: Sequence[Path],
+    day: dt.date,
+    *,
+    stop_at_error: bool,
+    busy_timeout_s: float,
+    page_rows: int,
+    max_clock_skew_s: float | None,
+    max_ingestion_lag_s: float | None,
+) -> Iterator[tuple]:
+    """What the day's read of each file yields, in order: ('page', file, table_or_rows) for the
+    market_ticks of the day, ('events', file, tables), ('done', file, SourceRead); or ('error',
+    file, WorkerFileError) when the file turns out unreadable."""
+    needed = {
+        "market_ticks": _MARKET_TICKS_COLUMNS,
+        "connection_events": _CONNECTION_EVENTS_COLUMNS,
+    }
+    for path in paths:
+        name = path.name
+        try:
+            try:
+                conn = _connect_read_only(path, busy_timeout_s, needed)
+            except FileNotFoundError as exc:
+                raise WorkerFileError(path, str(exc)) from exc
+            pages = None
+            try:
+                with _file_errors(path):
+                    min_id, max_id = conn.execute(
+                        "SELECT min(id), max(id) FROM market_ticks"
+                    ).fetchone()
+                    if max_id is not None:
+                        first, last = day_id_window(
+                            conn,
+                            day,
+                            min_id,
+                            max_id,
+                            max_clock_skew_s=max_clock_skew_s,
+                            max_ingestion_lag_s=max_ingestion_lag_s,
+                        )
+                        pages = _ArrowPages(path, conn, busy_timeout_s)
+                        for page in pages.read(day, first, last, page_rows):
+                            yield ("page", name, page)
+                    events, events_max = _events_of_day(conn, name, day)
+            finally:
+                if pages is not None:
+                    pages.close()
+                conn.close()
+        except WorkerFileError as exc:
+            yield ("error", name, exc)
+            if stop_at_error:
+                return
+            continue
+        yield ("events", name, events)
+        yield ("done", name, SourceRead(name, max_id, events_max))
+
+
+class _ArrowPages:
+    """A day's market_ticks of one file in keyset pages, read straight into Arrow by the ADBC
+    SQLite driver (5x less CPU than building Python rows; read-only through `mode=ro`).
+
+    ADBC converts what a loosely typed SQLite column holds (an integer in a text column arrives
+    as text), so each row says whether all its text columns really hold text; rows that do not
+    are read again with Python's sqlite3 and take the exact path, as do pages that fail to
+    convert. Each page is its own statement: no read lock is held between pages.
+    """
+
+    _SQL = (
+        "SELECT id AS source_id, exchange AS exchange_raw, symbol AS symbol_raw, channel, "
+        "event_ts_utc AS event_raw, ingestion_ts_utc AS ingest_raw, payload, "
+        "(typeof(exchange) = 'text' AND typeof(symbol) = 'text' AND typeof(channel) = 'text' "
+        "AND typeof(event_ts_utc) = 'text' AND typeof(ingestion_ts_utc) = 'text' "
+        "AND typeof(payload) = 'text') AS all_text "
+        "FROM market_ticks WHERE id > ? AND id <= ? AND event_ts_utc >= ? AND event_ts_utc < ? "
+        "ORDER BY id LIMIT ?"
+    )
+    _PY_SQL = (
+        "SELECT id, exchange, symbol, channel, event_ts_utc, ingestion_ts_utc, payload "
+        "FROM market_ticks WHERE id > ? AND id <= ? AND event_ts_utc >= ? AND event_ts_utc < ? "
+        "ORDER BY id LIMIT ?"
+    )
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+        self.conn = conn
+        self.adbc = adbc_sqlite.connect(f"{path.resolve().as_uri()}?mode=ro")
+        self.cursor = self.adbc.cursor()
+        self.cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cursor.close()
+        with contextlib.suppress(Exception):
+            self.adbc.close()
+
+    def read(
+        self, day: dt.date, first: int, last: int, page_rows: int
+    ) -> Iterator[pa.Table | list[tuple]]:
+        lower, upper = _day_bounds(day)
+        last_id = first - 1
+        while last_id < last:
+            params = (last_id, last, lower, upper, page_rows)
+            try:
+                self.cursor.execute(self._SQL, params)
+                table = self.cursor.fetch_arrow_table()
+            except adbc_sqlite.Error:
+                table = None
+            if table is None or table.num_rows == 0:
+                # Nothing (or ADBC could not read it): Python's sqlite3 decides, exactly.
+                rows = self.conn.execute(self._PY_SQL, params).fetchall()
+                if rows:
+                    yield _raw_page(rows)
+                if len(rows) < page_rows:
+                    return
+                last_id = rows[-1][0]
+                continue
+            ids = table.column("source_id")
+            text = pc.fill_null(table.column("all_text"), 0)
+            page = _as_raw(table.filter(pc.equal(text, 1)))
+            if page is None:
+                yield _raw_page(self.conn.execute(self._PY_SQL, params).fetchall())
+            else:
+                if page.num_rows:
+                    yield page
+                others = table.filter(pc.not_equal(text, 1)).column("source_id").to_pylist()
+                if others:
+                    marks = ",".join("?" * len(others))
+                    yield self.conn.execute(
+                        f"SELECT id, exchange, symbol, channel, event_ts_utc, ingestion_ts_utc, "
+                        f"payload FROM market_ticks WHERE id IN ({marks}) ORDER BY id",
+                        others,
+                    ).fetchall()
+            if table.num_rows < page_rows:
+                return
+            last_id = pc.max(ids).as_py()
+
+
+def _as_raw(table: pa.Table) -> pa.Table | None:
+    """ADBC's page in the raw schema, or None when a text column is not valid UTF-8 text (then
+    Python's sqlite3 reads the page and fails as it always has)."""
+    try:
+        columns = []
+        for f in _RAW_SCHEMA:
+            column = table.column(f.name)
+            if column.type != f.type:
+                column = column.cast(f.type)  # binary -> string validates the UTF-8
+            columns.append(column)
+        raw = pa.Table.from_arrays(columns, schema=_RAW_SCHEMA)
+        raw.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    return raw
+
+
+def _raw_page(page: list[tuple]) -> pa.Table | list[tuple]:
+    """A page as an Arrow table of the raw columns; the rows themselves when a value is not text
+    where text belongs (SQLite columns are loosely typed): such a page takes the exact path."""
+    columns = list(zip(*page))
+    try:
+        return pa.Table.from_arrays(
+            [pa.array(c, f.type) for c, f in zip(columns, _RAW_SCHEMA)], schema=_RAW_SCHEMA
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return page
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """`items`, produced by a background thread up to `depth` ahead: the SQLite reads and Arrow
+    conversion of the next page overlap the parse of this one (DuckDB releases the GIL)."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(exc)
+        finally:
+            # Close the generator here: its SQLite connection belongs to this thread.
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="bronze-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _DayLoader:
+    """Writes one day's landed rows as Arrow IPC files, one per table and worker file."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+        self.con = con
+        self.folder = folder
+        self.folder.mkdir(parents=True)
+        self.names: dict[tuple[Any, Any], tuple[str, str, str, str] | str] = {}
+        self._names_table = _NAMES_SCHEMA.empty_table()
+        self._writers: dict[tuple[str, str], pa.ipc.RecordBatchFileWriter] = {}
+        self._paths: dict[tuple[str, str], Path] = {}
+        self._rows: dict[tuple[str, str], int] = {}
+
+    @property
+    def rows(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for (table, _), n in self._rows.items():
+            totals[table] = totals.get(table, 0) + n
+        return totals
+
+    def files(self) -> dict[str, list[Path]]:
+        return {
+            table: [p for (t, _), p in sorted(self._paths.items()) if t == table]
+            for table in TABLE_SCHEMAS
+        }
+
+    def dropped_table(self, channel: str) -> str:
+        return f"{self.folder.name}_dropped_{channel}"
+
+    def append(self, table: str, source_file: str, data: pa.Table) -> None:
+        if not data.num_rows:
+            return
+        key = (table, source_file)
+        if key not in self._writers:
+            path = self.folder / f"{table}.{len(self._paths):04d}.arrow"
+            self._paths[key] = path
+            self._writers[key] = pa.ipc.new_file(
+                path, SPILL_SCHEMAS[table], options=pa.ipc.IpcWriteOptions(compression="zstd")
+            )
+            self._rows[key] = 0
+        self._writers[key].write_table(data, max_chunksize=SPILL_BATCH_ROWS)
+        self._rows[key] += data.num_rows
+
+    def forget(self, source_file: str) -> None:
+        """Remove what a file that turned out unreadable had landed so far."""
+        for key in [k for k in self._paths if k[1] == source_file]:
+            self._writers.pop(key).close()
+            self._paths.pop(key).unlink(missing_ok=True)
+            self._rows.pop(key)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def land_page(self, page: pa.Table | list[tuple], source_file: str) -> None:
+        if isinstance(page, list):
+            self._land_exactly(page, source_file)
+            return
+        self._update_names(page.column("exchange_raw"), page.column("symbol_raw"))
+        cursor = self.con.cursor()
+        try:
+            # Two batches, so that DuckDB parses them on two threads.
+            half = (page.num_rows + 1) // 2
+            cursor.register("page", pa.Table.from_batches(page.to_batches(max_chunksize=half)))
+            cursor.register("names", self._names_table)
+            parsed = cursor.sql(_FAST_SQL).to_arrow_table()
+        finally:
+            cursor.close()
+        channel = parsed.column("channel")
+        fast = np.asarray(parsed.column("fast"), dtype=bool)
+        is_book = np.asarray(pc.equal(channel, "orderbook").fill_null(False), dtype=bool)
+        bids, asks = None, None
+        if (fast & is_book).any():
+            bids, bids_ok = _levels(parsed.column("ob_bids"))
+            asks, asks_ok = _levels(parsed.column("ob_asks"))
+            fast &= ~is_book | (bids_ok & asks_ok)
+        for name in CHANNELS:
+            mask = fast & np.asarray(pc.equal(channel, name).fill_null(False), dtype=bool)
+            if not mask.any():
+                continue
+            columns = {}
+            for f in SPILL_SCHEMAS[name]:
+                if f.name == "source_file":
+                    continue
+                if f.name == "bids":
+                    columns[f.name] = bids
+                elif f.name == "asks":
+                    columns[f.name] = asks
+                else:
+                    columns[f.name] = parsed.column(f.name)
+            selected = pa.table(columns).filter(pa.array(mask))
+            self.append(name, source_file, _spill_table(name, selected, source_file))
+        if not fast.all():
+            # From the result, not the page: with two threads DuckDB may return rows reordered.
+            slow = parsed.filter(pa.array(~fast))
+            values = [slow.column(f.name).to_pylist() for f in _RAW_SCHEMA]
+            self._land_exactly(list(zip(*values)), source_file)
+
+    def _land_exactly(self, rows: list[tuple], source_file: str) -> None:
+        """Rows the vectorized parse does not take, landed by `land_tick_rows` itself."""
+        builder = _Builder()
+        land_tick_rows(rows, source_file, builder, self.names)
+        for name, table in builder.tables().items():
+            if name in CHANNELS and table.num_rows:
+                cursor = self.con.cursor()
+                try:
+                    cursor.register("exact", table)
+                    table = cursor.sql(
+                        f"SELECT *, {_DUP_HASH_SQL} AS dup_hash FROM exact"
+                    ).to_arrow_table()
+                finally:
+                    cursor.close()
+                table = _spill_table(name, table, source_file)
+            self.append(QUARANTINE if name == REJECTS else name, source_file, table)
+
+    def _update_names(self, exchanges: pa.ChunkedArray, symbols: pa.ChunkedArray) -> None:
+        pairs = pa.table({"e": exchanges, "s": symbols}).group_by(["e", "s"]).aggregate([])
+        new = [
+            pair
+            for pair in zip(pairs.column("e").to_pylist(), pairs.column("s").to_pylist())
+            if pair not in self.names
+        ]
+        if not new:
+            return
+        for exchange_raw, symbol_raw in new:
+            self.names[(exchange_raw, symbol_raw)] = _normalize_names(exchange_raw, symbol_raw)
+        good = [(*k, *v) for k, v in self.names.items() if not isinstance(v, str)]
+        self._names_table = pa.Table.from_pylist(
+            [dict(zip(_NAMES_SCHEMA.names, row)) for row in good], schema=_NAMES_SCHEMA
+        )
+
+    def find_duplicates(self) -> dict[str, int]:
+        """Note the exact duplicates of each channel (all but the first by source file and id) in
+        a table of the spill database; returns how many per channel. Candidates are found by a
+        hash of the payload, then compared exactly."""
+        dropped: dict[str, int] = {}
+        files = self.files()
+        key = ", ".join(DUPLICATE_KEY)
+        for channel in CHANNELS:
+            cursor = self.con.cursor()
+            try:
+                schema = SPILL_SCHEMAS[channel]
+                cursor.register("hashes", _scan(files[channel], schema, ["dup_hash"]))
+                cursor.register(
+                    "spilled",
+                    _scan(
+                        files[channel],
+                        schema,
+                        ["source_file", "source_id", *DUPLICATE_KEY, "dup_hash"],
+                    ),
+                )
+                cursor.execute(
+                    f"""
+                    CREATE TABLE {self.dropped_table(channel)} AS
+                    WITH candidates AS (
+                      SELECT dup_hash FROM hashes GROUP BY dup_hash HAVING count(*) > 1
+                    ),
+                    rows AS (
+                      SELECT source_file, source_id, {key} FROM spilled
+                      WHERE dup_hash IN (SELECT dup_hash FROM candidates)
+                    )
+                    SELECT source_file, source_id FROM (
+                      SELECT source_file, source_id, row_number() OVER (
+                        PARTITION BY {key} ORDER BY source_file, source_id) AS n
+                      FROM rows
+                    ) WHERE n > 1
+                    """
+                )
+                ((count,),) = cursor.execute(
+                    f"SELECT count(*) FROM {self.dropped_table(channel)}"
+                ).fetchall()
+            finally:
+                cursor.close()
+            dropped[channel] = count
+        return dropped
+
+
+def _spill_table(channel: str, parsed: pa.Table, source_file: str) -> pa.Table:
+    schema = SPILL_SCHEMAS[channel]
+    columns = [
+        pa.array([source_file] * parsed.num_rows, pa.string())
+        if f.name == "source_file"
+        else _conform(parsed.column(f.name), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+@contextlib.contextmanager
+def land_bronze_day_streaming(
+    db_paths: Sequence[Path],
+    day: dt.date,
+    *,
+    spill_dir: str | Path | None = None,
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+    **options: Any,
+) -> Iterator[BronzeDayStore]:
+    """One day landed through its own spill (removed on exit): for scripts, tests and benchmarks.
+    The assets use one `BronzeSpill` for all days of a run."""
+    with BronzeSpill(spill_dir=spill_dir, memory_limit_mb=memory_limit_mb) as spill:
+        yield spill.land_day(db_paths, day, **options)

@@ -1,0 +1,1486 @@
+"""The staging exporter: collector worker files to one export (SQLite, CSV or JSON Lines) plus its
+run metadata file, with watermarks for incremental runs (spec/staging-run-contract.md).
+
+What one run does, in order, holding a lock on the staging folder:
+
+1. **Recover.** A previous run that was killed before it committed left a journal naming the files
+   it had put in place; they are removed (together with hidden temporaries), so no half-finished
+   export survives and the state still points where it did.
+2. **Bounds.** The window is `[end_utc - hours, end_utc]`. In incremental mode with a stored
+   watermark, a query's lower bound is that watermark, exclusive; otherwise the window's default
+   start, inclusive. Upper bounds are `end_utc`, inclusive. `market_ticks` are bounded on
+   `ingestion_ts_utc`, `connection_events` on `event_ts_utc`.
+3. **Read and write, streaming.** Every worker file is read read-only (`mode=ro`, `query_only`,
+   never locking a WAL-mode writer) in keyset pages of `chunk_size` rows by id, each page its own
+   statement, up to the highest id present when the file was opened. Each page becomes an Arrow
+   batch: exchange and symbol are normalized once per distinct spelling (`lib.market.symbols`),
+   the filters applied, and the rows appended to the outputs' hidden temporary files. Memory holds
+   one page, whatever the size of the source.
+4. **Put in place.** The journal is written, then every output is renamed to its canonical name,
+   then its chain-of-custody sidecar, then `<export_base>_metadata.json`.
+5. **Commit.** With `update_state`, the state file's profile for `state_key` gets the new
+   watermarks (atomically); this is the commit point. The journal is removed.
+
+A run that fails (or is killed) before the commit leaves the state untouched and, once the next
+run has recovered, no file of its own; rerunning exports the same rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from pydantic import ValidationError
+
+from contracts.core import arrow_schema
+from contracts.custody import ParentRef
+from contracts.staging import (
+    StagingConnectionEvent,
+    StagingExportRunMetadata,
+    StagingMarketTick,
+    StagingReject,
+)
+from pipeline_assets.lib.custody import MetadataFactory, sidecar_path, write_sidecar
+from pipeline_assets.lib.files import (
+    as_upath,
+    exclusive_file_lock,
+    sha256_file,
+    temp_path_for,
+    write_bytes_atomic,
+)
+from pipeline_assets.lib.market.bronze import WorkerFileError
+from pipeline_assets.lib.market.symbols import (
+    SymbolError,
+    normalize_asset_filter,
+    normalize_exchange,
+    normalize_exchange_filter,
+    normalize_symbol,
+)
+from pipeline_assets.lib.versions import CODE_VERSION
+
+OUTPUT_FORMATS = ("sqlite", "csv", "json")
+DEFAULT_HOURS = 24.0
+DEFAULT_CHUNK_SIZE = 50_000
+DEFAULT_STATE_KEY = "default"
+EXPORT_PREFIX = "staging_export_"
+STATE_FILE_NAME = "staging_export_state.json"
+LOCK_FILE_NAME = ".staging_export.lock"
+JOURNAL_FILE_NAME = ".staging_export.pending.json"
+METADATA_SUFFIX = "_metadata.json"
+TRANSFORMATION_NAME = "staging_export"
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+
+MARKET_TICKS = "market_ticks"
+CONNECTION_EVENTS = "connection_events"
+REJECTS = "rejects"
+
+MARKET_TICK_SCHEMA = arrow_schema(StagingMarketTick)
+CONNECTION_EVENT_SCHEMA = arrow_schema(StagingConnectionEvent)
+REJECT_SCHEMA = arrow_schema(StagingReject)
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    MARKET_TICKS: MARKET_TICK_SCHEMA,
+    CONNECTION_EVENTS: CONNECTION_EVENT_SCHEMA,
+    REJECTS: REJECT_SCHEMA,
+}
+_EXTENSIONS = {"sqlite": ".sqlite", "csv": ".csv", "json": ".jsonl"}
+
+# The collectors' timestamp text (DESIGN.md): microseconds and a Z. Bounds are compared as text,
+# which orders such text chronologically; a row in another spelling is rejected, naming it.
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
+TS_EXAMPLE = "2026-02-19T10:30:00.123456Z"
+_STATE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_TICK_COLUMNS = (
+    "id",
+    "exchange",
+    "symbol",
+    "channel",
+    "event_ts_utc",
+    "ingestion_ts_utc",
+    "payload",
+)
+_EVENT_COLUMNS = ("id", "exchange", "worker_id", "event_type", "event_ts_utc", "details")
+
+
+class StagingExportError(ValueError):
+    """A configuration, state file or source the exporter cannot use; the message says what and
+    what was expected."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Options, window and bounds (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_utc(value: str | dt.datetime, name: str = "end_utc") -> dt.datetime:
+    """A UTC datetime from ISO-8601 text (`2026-02-19T10:30:00Z`; no zone means UTC)."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        text = str(value).strip()
+        try:
+            moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise StagingExportError(
+                f"{name}={value!r}: expected an ISO-8601 UTC time such as {TS_EXAMPLE!r}"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def format_ts(moment: dt.datetime) -> str:
+    """A UTC time as the collectors write it (`2026-02-19T10:30:00.123456Z`)."""
+    return moment.astimezone(dt.UTC).strftime(TS_FORMAT)
+
+
+def parse_ts(text: str) -> dt.datetime:
+    """A collector timestamp text as a UTC datetime."""
+    return dt.datetime.strptime(text, TS_FORMAT).replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The run options, with the contract's names; build them with `export_options`."""
+
+    hours: float = DEFAULT_HOURS
+    end_utc: dt.datetime | None = None
+    incremental: bool = False
+    output_format: str = "sqlite"
+    include_connection_events: bool = True
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    exchanges: tuple[str, ...] = ()
+    assets: tuple[str, ...] = ()
+    state_key: str = DEFAULT_STATE_KEY
+    update_state: bool = False
+    skip_unreadable_sources: bool = False
+
+
+def export_options(
+    *,
+    hours: float = DEFAULT_HOURS,
+    end_utc: str | dt.datetime | None = None,
+    incremental: bool = False,
+    output_format: str = "sqlite",
+    include_connection_events: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    exchanges: Sequence[str] | str | None = None,
+    assets: Sequence[str] | str | None = None,
+    state_key: str = DEFAULT_STATE_KEY,
+    update_state: bool = False,
+    skip_unreadable_sources: bool = False,
+) -> ExportOptions:
+    """Validated options with normalized filters; a bad value raises `StagingExportError` naming it."""
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not math.isfinite(hours):
+        raise StagingExportError(f"hours={hours!r}: expected a finite number of hours > 0")
+    if hours <= 0:
+        raise StagingExportError(f"hours={hours!r}: expected a number of hours > 0")
+    if output_format not in OUTPUT_FORMATS:
+        raise StagingExportError(
+            f"output_format={output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise StagingExportError(f"chunk_size={chunk_size!r}: expected a whole number >= 1")
+    if not isinstance(state_key, str) or not _STATE_KEY_RE.fullmatch(state_key):
+        raise StagingExportError(
+            f"state_key={state_key!r}: expected 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    try:
+        exchange_filter = normalize_exchange_filter(exchanges)
+        asset_filter = normalize_asset_filter(assets)
+    except SymbolError as exc:
+        raise StagingExportError(f"filters: {exc}") from None
+    return ExportOptions(
+        hours=float(hours),
+        end_utc=None if end_utc in (None, "") else parse_utc(end_utc),  # type: ignore[arg-type]
+        incremental=bool(incremental),
+        output_format=output_format,
+        include_connection_events=bool(include_connection_events),
+        chunk_size=chunk_size,
+        exchanges=tuple(exchange_filter),
+        assets=tuple(asset_filter),
+        state_key=state_key,
+        update_state=bool(update_state),
+        skip_unreadable_sources=bool(skip_unreadable_sources),
+    )
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """One source query's bounds: `lower < ts` (or `<=` when inclusive) and `ts <= upper`."""
+
+    lower_utc: dt.datetime
+    lower_inclusive: bool
+    upper_utc: dt.datetime
+
+    def contains(self, moment: dt.datetime) -> bool:
+        above = moment >= self.lower_utc if self.lower_inclusive else moment > self.lower_utc
+        return above and moment <= self.upper_utc
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lower_utc": self.lower_utc,
+            "lower_inclusive": self.lower_inclusive,
+            "upper_utc": self.upper_utc,
+        }
+
+
+def export_window(hours: float, end_utc: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """(default_start_utc, end_utc): the window of `hours` ending at `end_utc`."""
+    return end_utc - dt.timedelta(hours=hours), end_utc
+
+
+def query_bounds(
+    default_start: dt.datetime,
+    end_utc: dt.datetime,
+    watermark: dt.datetime | None,
+    *,
+    incremental: bool,
+    table: str = MARKET_TICKS,
+) -> Bounds:
+    """The contract's bounds: after the stored watermark (exclusive) in incremental mode when
+    there is one; otherwise from the window's default start (inclusive). Up to end_utc inclusive.
+
+    A watermark later than end_utc (end_utc moved back by hand) is refused: the bounds would be
+    inverted and the run would export nothing while claiming to be incremental.
+    """
+    if incremental and watermark is not None:
+        if watermark > end_utc:
+            raise StagingExportError(
+                f"{table}: the stored watermark {format_ts(watermark)} is after end_utc "
+                f"{format_ts(end_utc)}; choose a later end_utc, another state_key, or "
+                "incremental: false"
+            )
+        return Bounds(watermark, False, end_utc)
+    return Bounds(default_start, True, end_utc)
+
+
+def new_watermark(
+    previous: dt.datetime | None, exported_max: dt.datetime | None
+) -> dt.datetime | None:
+    """The watermark after a run: the later of the stored one and the exported maximum."""
+    candidates = [m for m in (previous, exported_max) if m is not None]
+    return max(candidates) if candidates else None
+
+
+def export_label(options: ExportOptions) -> str:
+    """The `<label>` of the export base name: `incremental_<state_key>` or `last_<hours>h`."""
+    if options.incremental:
+        return f"incremental_{options.state_key}"
+    return f"last_{options.hours:g}h"
+
+
+def export_base_name(started: dt.datetime, label: str) -> str:
+    return f"{EXPORT_PREFIX}{started.astimezone(dt.UTC).strftime('%Y%m%d_%H%M%S')}_{label}"
+
+
+# ---------------------------------------------------------------------------------------------
+# State file
+# ---------------------------------------------------------------------------------------------
+
+_STATE_FIELDS = {
+    MARKET_TICKS: "market_ticks_ingestion_ts_utc",
+    CONNECTION_EVENTS: "connection_events_event_ts_utc",
+}
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The state file's content (`{"profiles": {key: {...}}}`); a missing file is empty."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {"profiles": {}}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StagingExportError(
+            f'state file {path}: not valid JSON ({exc}); expected {{"profiles": {{...}}}}; '
+            "restore it or move it away to start over"
+        ) from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
+        raise StagingExportError(f"state file {path}: expected an object with a 'profiles' object")
+    return raw
+
+
+def stored_watermarks(state: dict[str, Any], key: str, path: Path) -> dict[str, dt.datetime | None]:
+    """The profile's two watermarks (None where the profile or the value is missing)."""
+    profile = state["profiles"].get(key) or {}
+    marks: dict[str, dt.datetime | None] = {}
+    for table, name in _STATE_FIELDS.items():
+        value = profile.get(name)
+        if value is None:
+            marks[table] = None
+            continue
+        try:
+            marks[table] = parse_utc(value, name)
+        except StagingExportError as exc:
+            raise StagingExportError(f"state file {path}, profile {key!r}: {exc}") from None
+    return marks
+
+
+def _write_state(path: Path, key: str, profile: dict[str, Any]) -> None:
+    state = read_state(path)
+    state["profiles"][key] = profile
+    write_bytes_atomic(
+        as_upath(path), (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading worker files
+# ---------------------------------------------------------------------------------------------
+
+
+def _header_check(path: Path) -> None:
+    """Refuse a file that is not SQLite or is shorter than its header says (truncated)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise WorkerFileError(path, f"cannot read worker file {path} ({exc})") from exc
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise WorkerFileError(
+            path, f"worker file {path} is not a SQLite database (expected a collector SQLite file)"
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid_for = int.from_bytes(header[92:96], "big")
+    change_counter = int.from_bytes(header[24:28], "big")
+    if pages and valid_for == change_counter and size < pages * page_size:
+        raise WorkerFileError(
+            path,
+            f"worker file {path} is truncated: {size} bytes, its header says {pages} pages of "
+            f"{page_size} bytes (expected an intact collector SQLite file)",
+        )
+
+
+def _connect_read_only(
+    path: Path, tables: dict[str, Sequence[str]], busy_timeout_s: float
+) -> sqlite3.Connection:
+    """A read-only connection that can never write or lock out a WAL-mode writer."""
+    if not path.is_file():
+        raise WorkerFileError(path, f"worker file {path} does not exist")
+    _header_check(path)
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=busy_timeout_s,
+            isolation_level=None,
+        )
+    except sqlite3.Error as exc:
+        raise WorkerFileError(path, f"cannot open worker file {path} read-only ({exc})") from exc
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, wanted in tables.items():
+            if table not in found:
+                raise WorkerFileError(
+                    path, f"worker file {path}: expected a table {table}, found {sorted(found)}"
+                )
+            columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in wanted if c not in columns]
+            if missing:
+                raise WorkerFileError(
+                    path,
+                    f"worker file {path}: table {table} lacks the columns {missing} of the collector schema",
+                )
+    except WorkerFileError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        if _is_transient(exc):
+            raise
+        raise WorkerFileError(
+            path,
+            f"cannot read worker file {path} ({exc}); expected an intact collector SQLite file",
+        ) from exc
+    return conn
+
+
+def _is_transient(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _pages(
+    conn: sqlite3.Connection,
+    path: Path,
+    table: str,
+    columns: Sequence[str],
+    ts_column: str,
+    bounds: Bounds,
+    chunk_size: int,
+    max_id: int | None,
+) -> Iterator[list[tuple]]:
+    """Rows of `table` in the bounds with id <= max_id, `chunk_size` at a time, in id order.
+
+    Each page is one short statement (`id > last ... LIMIT n`), so a rollback-journal writer is
+    never held off for longer than a page, and a WAL-mode writer never at all.
+    """
+    if max_id is None:
+        return
+    lower_op = ">=" if bounds.lower_inclusive else ">"
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {table} WHERE id > ? AND id <= ? "
+        f"AND {ts_column} {lower_op} ? AND {ts_column} <= ? ORDER BY id LIMIT ?"
+    )
+    lower, upper = format_ts(bounds.lower_utc), format_ts(bounds.upper_utc)
+    last = -(2**63)
+    while True:
+        try:
+            page = conn.execute(sql, (last, max_id, lower, upper, chunk_size)).fetchall()
+        except sqlite3.Error as exc:
+            if _is_transient(exc):
+                raise
+            raise WorkerFileError(
+                path,
+                f"cannot read {table} of worker file {path} ({exc}); expected an intact collector SQLite file",
+            ) from exc
+        if page:
+            yield page
+        if len(page) < chunk_size:
+            return
+        last = page[-1][0]
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def _text_array(values: Sequence[Any]) -> pa.Array:
+    # SQLite columns are loosely typed: a column declared TEXT may hold a number or a blob.
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([_as_text(v) for v in values], pa.string())
+
+
+def _int_array(values: Sequence[Any]) -> pa.Array:
+    return pa.array(values, pa.int64())
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalizing a page
+# ---------------------------------------------------------------------------------------------
+
+_KEY_SEPARATOR = "\x1f"
+
+
+class _Names:
+    """Normalized names per distinct raw (exchange, symbol) spelling, computed once each."""
+
+    def __init__(self) -> None:
+        self.cache: dict[
+            str, tuple[str | None, str | None, str | None, str | None, str | None]
+        ] = {}
+
+    def lookup(
+        self, key: str, with_symbol: bool
+    ) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+        """(exchange, symbol, base, quote, reject reason)."""
+        hit = self.cache.get(key)
+        if hit is None:
+            exchange_raw, _, symbol_raw = key.partition(_KEY_SEPARATOR)
+            try:
+                exchange = normalize_exchange(exchange_raw)
+            except SymbolError as exc:
+                hit = (None, None, None, None, f"exchange: {exc}")
+            else:
+                if not with_symbol:
+                    hit = (exchange, None, None, None, None)
+                else:
+                    try:
+                        hit = (exchange, *normalize_symbol(exchange_raw, symbol_raw), None)
+                    except SymbolError as exc:
+                        hit = (None, None, None, None, f"symbol: {exc}")
+            self.cache[key] = hit
+        return hit
+
+
+def _normalize_names(
+    names: _Names, exchange_raw: pa.Array, symbol_raw: pa.Array | None
+) -> tuple[list[pa.Array], pa.Array, list[str | None]]:
+    """Per row: [exchange, symbol, base, quote] arrays (symbol parts only with symbols), a
+    boolean array of rows whose names normalized, and the reasons by dictionary entry index."""
+    if symbol_raw is None:
+        key = exchange_raw
+    else:
+        key = pc.binary_join_element_wise(exchange_raw, symbol_raw, _KEY_SEPARATOR)
+    encoded = pc.dictionary_encode(key)
+    entries = [names.lookup(k, symbol_raw is not None) for k in encoded.dictionary.to_pylist()]
+    indices = encoded.indices
+    parts = 4 if symbol_raw is not None else 1
+    columns = [
+        pc.take(pa.array([e[i] for e in entries], pa.string()), indices) for i in range(parts)
+    ]
+    valid = pc.take(pa.array([e[4] is None for e in entries], pa.bool_()), indices)
+    valid = pc.fill_null(valid, False)  # a NULL exchange or symbol
+    return columns, valid, [e[4] for e in entries]
+
+
+def _ts_valid(column: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.match_substring_regex(column, TS_PATTERN), False)
+
+
+def _all_true(masks: Sequence[pa.Array], length: int) -> pa.Array:
+    result = pa.array([True] * length, pa.bool_()) if not masks else masks[0]
+    for mask in masks[1:]:
+        result = pc.and_(result, mask)
+    return result
+
+
+@dataclass
+class _Tally:
+    """What the run saw and exported, accumulated page by page."""
+
+    source_exchanges: set[str] = field(default_factory=set)
+    source_assets: set[str] = field(default_factory=set)
+    exported_exchanges: set[str] = field(default_factory=set)
+    exported_assets: set[str] = field(default_factory=set)
+    rows: dict[str, int] = field(
+        default_factory=lambda: {MARKET_TICKS: 0, CONNECTION_EVENTS: 0, REJECTS: 0}
+    )
+    max_ts: dict[str, str | None] = field(
+        default_factory=lambda: {MARKET_TICKS: None, CONNECTION_EVENTS: None}
+    )
+
+    def see_max(self, table: str, column: pa.Array) -> None:
+        if len(column) == 0:
+            return
+        value = pc.max(column).as_py()
+        current = self.max_ts[table]
+        if value is not None and (current is None or value > current):
+            self.max_ts[table] = value
+
+
+def _uniques(column: pa.Array) -> set[str]:
+    return {v for v in pc.unique(column).to_pylist() if v is not None}
+
+
+def _reject_rows(
+    source_file: str,
+    table: str,
+    rows: list[tuple],
+    columns: Sequence[str],
+    reasons: list[str],
+) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {
+            "source_file": [source_file] * len(rows),
+            "source_table": [table] * len(rows),
+            "source_id": [r[0] for r in rows],
+            "reason": reasons,
+            "raw_row": [
+                json.dumps({c: _jsonable(v) for c, v in zip(columns, r)}, ensure_ascii=False)
+                for r in rows
+            ],
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _filter_mask(
+    ok: pa.Array, options: ExportOptions, exchange: pa.Array, base: pa.Array | None
+) -> pa.Array:
+    """Rows to export: readable and passing the filters (assets only where rows have a base)."""
+    keep = ok
+    if options.exchanges:
+        keep = pc.and_(keep, pc.is_in(exchange, value_set=pa.array(options.exchanges, pa.string())))
+    if options.assets and base is not None:
+        keep = pc.and_(keep, pc.is_in(base, value_set=pa.array(options.assets, pa.string())))
+    return pc.fill_null(keep, False)
+
+
+def _tick_batches(
+    page: list[tuple], source_file: str, names: _Names, options: ExportOptions, tally: _Tally
+) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+    """One page of market_ticks as (exported rows, rejected rows or None)."""
+    ids, exchange, symbol, channel, event_ts, ingest_ts, payload = zip(*page)
+    exchange_raw, symbol_raw = _text_array(exchange), _text_array(symbol)
+    channel_a, payload_a = _text_array(channel), _text_array(payload)
+    event_a, ingest_a = _text_array(event_ts), _text_array(ingest_ts)
+    (norm_exchange, norm_symbol, base, quote), names_ok, reasons = _normalize_names(
+        names, exchange_raw, symbol_raw
+    )
+    event_ok, ingest_ok = _ts_valid(event_a), _ts_valid(ingest_a)
+    present = [pc.is_valid(channel_a), pc.is_valid(payload_a)]
+    ok = _all_true([names_ok, event_ok, ingest_ok, *present], len(page))
+    rejects = None
+    if not pc.all(ok).as_py():
+        bad = [i for i, good in enumerate(ok.to_pylist()) if not good]
+        why = []
+        key_index = pc.dictionary_encode(
+            pc.binary_join_element_wise(exchange_raw, symbol_raw, _KEY_SEPARATOR)
+        ).indices.to_pylist()
+        for i in bad:
+            row = page[i]
+            if key_index[i] is None:
+                why.append("exchange/symbol: expected text, got NULL")
+            elif reasons[key_index[i]] is not None:
+                why.append(reasons[key_index[i]])
+            elif not event_ok[i].as_py():
+                why.append(
+                    f"event_ts_utc: expected UTC ISO-8601 text like {TS_EXAMPLE!r}, got {_describe(row[4])}"
+                )
+            elif not ingest_ok[i].as_py():
+                why.append(
+                    f"ingestion_ts_utc: expected UTC ISO-8601 text like {TS_EXAMPLE!r}, got {_describe(row[5])}"
+                )
+            else:
+                why.append("channel/payload: expected text, got NULL")
+        rejects = _reject_rows(
+            source_file, MARKET_TICKS, [page[i] for i in bad], _TICK_COLUMNS, why
+        )
+        # A rejected row was handled by this run: its (valid) ingestion time counts for the watermark.
+        tally.see_max(MARKET_TICKS, pc.filter(ingest_a, pc.and_(pc.invert(ok), ingest_ok)))
+    tally.source_exchanges |= _uniques(pc.filter(norm_exchange, ok))
+    tally.source_assets |= _uniques(pc.filter(base, ok))
+    keep = _filter_mask(ok, options, norm_exchange, base)
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array([source_file] * len(page), pa.string()),
+            _int_array(ids),
+            exchange_raw,
+            symbol_raw,
+            channel_a,
+            event_a,
+            ingest_a,
+            payload_a,
+            norm_exchange,
+            norm_symbol,
+            base,
+            quote,
+        ],
+        schema=MARKET_TICK_SCHEMA,
+    ).filter(keep)
+    tally.exported_exchanges |= _uniques(batch.column("exchange"))
+    tally.exported_assets |= _uniques(batch.column("base_asset"))
+    tally.see_max(MARKET_TICKS, batch.column("ingestion_ts_utc"))
+    return batch, rejects
+
+
+def _event_batches(
+    page: list[tuple], source_file: str, names: _Names, options: ExportOptions, tally: _Tally
+) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+    """One page of connection_events as (exported rows, rejected rows or None)."""
+    ids, exchange, worker_id, event_type, event_ts, details = zip(*page)
+    exchange_raw = _text_array(exchange)
+    worker_a, type_a, event_a, details_a = (
+        _text_array(c) for c in (worker_id, event_type, event_ts, details)
+    )
+    (norm_exchange,), names_ok, reasons = _normalize_names(names, exchange_raw, None)
+    event_ok = _ts_valid(event_a)
+    ok = _all_true([names_ok, event_ok, pc.is_valid(worker_a), pc.is_valid(type_a)], len(page))
+    rejects = None
+    if not pc.all(ok).as_py():
+        bad = [i for i, good in enumerate(ok.to_pylist()) if not good]
+        key_index = pc.dictionary_encode(exchange_raw).indices.to_pylist()
+        why = []
+        for i in bad:
+            if key_index[i] is None:
+                why.append("exchange: expected text, got NULL")
+            elif reasons[key_index[i]] is not None:
+                why.append(reasons[key_index[i]])
+            elif not event_ok[i].as_py():
+                why.append(
+                    f"event_ts_utc: expected UTC ISO-8601 text like {TS_EXAMPLE!r}, got {_describe(page[i][4])}"
+                )
+            else:
+                why.append("worker_id/event_type: expected text, got NULL")
+        rejects = _reject_rows(
+            source_file, CONNECTION_EVENTS, [page[i] for i in bad], _EVENT_COLUMNS, why
+        )
+        tally.see_max(CONNECTION_EVENTS, pc.filter(event_a, pc.and_(pc.invert(ok), event_ok)))
+    tally.source_exchanges |= _uniques(pc.filter(norm_exchange, ok))
+    keep = _filter_mask(ok, options, norm_exchange, None)
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array([source_file] * len(page), pa.string()),
+            _int_array(ids),
+            exchange_raw,
+            worker_a,
+            type_a,
+            event_a,
+            details_a,
+            norm_exchange,
+        ],
+        schema=CONNECTION_EVENT_SCHEMA,
+    ).filter(keep)
+    tally.exported_exchanges |= _uniques(batch.column("exchange"))
+    tally.see_max(CONNECTION_EVENTS, batch.column("event_ts_utc"))
+    return batch, rejects
+
+
+# ---------------------------------------------------------------------------------------------
+# Output writers: each writes hidden temporaries; `finish` returns (temp, target) pairs
+# ---------------------------------------------------------------------------------------------
+
+
+class _Output:
+    def __init__(self, staging_dir: Path, base: str, tables: Sequence[str]):
+        self.staging_dir = staging_dir
+        self.base = base
+        self.tables = list(tables)
+        self.rows: dict[str, int] = dict.fromkeys(TABLE_SCHEMAS, 0)
+        self.temps: dict[str, tuple[Path, Path]] = {}  # table or "" -> (temp, target)
+
+    def _temp_for(self, name: str, target: Path) -> Path:
+        temp = temp_path_for(target)
+        self.temps[name] = (temp, target)
+        return temp
+
+    def write(self, table: str, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._write(table, batch)
+            self.rows[table] += batch.num_rows
+
+    def _write(self, table: str, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> dict[str, tuple[Path, Path]]:
+        """Close everything, flushed to disk; returns {table: (temp, target)}."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close()
+        for temp, _ in self.temps.values():
+            temp.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_SQLITE_TYPES = {pa.int64(): "INTEGER", pa.string(): "TEXT"}
+
+
+class _SqliteOutput(_Output):
+    """One SQLite file with a table per exported table (rejects always present, maybe empty)."""
+
+    def __init__(self, staging_dir: Path, base: str, tables: Sequence[str]):
+        super().__init__(staging_dir, base, tables)
+        temp = self._temp_for("", staging_dir / f"{base}.sqlite")
+        # Nothing reads the temporary until it is complete: no journal, no syncs until the end.
+        self.conn = sqlite3.connect(temp, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = OFF")
+        self.conn.execute("PRAGMA synchronous = OFF")
+        self.conn.execute("BEGIN")
+        self.inserts: dict[str, str] = {}
+        for table in [*self.tables, REJECTS]:
+            schema = TABLE_SCHEMAS[table]
+            columns = ", ".join(
+                f"{f.name} {_SQLITE_TYPES[f.type]}{'' if f.nullable else ' NOT NULL'}"
+                for f in schema
+            )
+            self.conn.execute(f"CREATE TABLE {table} ({columns})")
+            self.inserts[table] = (
+                f"INSERT INTO {table} ({', '.join(schema.names)}) VALUES ({', '.join('?' * len(schema))})"
+            )
+
+    def _write(self, table: str, batch: pa.RecordBatch) -> None:
+        self.conn.executemany(self.inserts[table], zip(*(c.to_pylist() for c in batch.columns)))
+
+    def finish(self) -> dict[str, tuple[Path, Path]]:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+        temp, _ = self.temps[""]
+        _fsync(temp)
+        return dict(self.temps)
+
+    def _close(self) -> None:
+        self.conn.close()
+
+
+class _FileOutput(_Output):
+    """A file per table (`<base>_<table>.csv|.jsonl`); the rejects file only if a row is rejected."""
+
+    extension = ""
+
+    def __init__(self, staging_dir: Path, base: str, tables: Sequence[str]):
+        super().__init__(staging_dir, base, tables)
+        self.handles: dict[str, Any] = {}
+        for table in self.tables:
+            self._open(table)
+
+    def _open(self, table: str) -> None:
+        target = self.staging_dir / f"{self.base}_{table}{self.extension}"
+        self.handles[table] = self._open_writer(table, self._temp_for(table, target))
+
+    def _open_writer(self, table: str, temp: Path) -> Any:
+        raise NotImplementedError
+
+    def _write(self, table: str, batch: pa.RecordBatch) -> None:
+        if table not in self.handles:
+            self._open(table)
+        self._append(self.handles[table], batch)
+
+    def _append(self, handle: Any, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> dict[str, tuple[Path, Path]]:
+        self._close()
+        for temp, _ in self.temps.values():
+            _fsync(temp)
+        return dict(self.temps)
+
+
+class _CsvOutput(_FileOutput):
+    extension = ".csv"
+
+    def _open_writer(self, table: str, temp: Path) -> Any:
+        return pa_csv.CSVWriter(str(temp), TABLE_SCHEMAS[table])
+
+    def _append(self, handle: Any, batch: pa.RecordBatch) -> None:
+        handle.write_batch(batch)
+
+    def _close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+        self.handles = {}
+
+
+class _JsonOutput(_FileOutput):
+    """JSON Lines: one object per row, keys in the contract's column order, UTF-8."""
+
+    extension = ".jsonl"
+
+    def _open_writer(self, table: str, temp: Path) -> Any:
+        return open(temp, "w", encoding="utf-8", newline="\n", buffering=1 << 20)
+
+    def _append(self, handle: Any, batch: pa.RecordBatch) -> None:
+        names = batch.schema.names
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        for values in zip(*(c.to_pylist() for c in batch.columns)):
+            handle.write(dumps(dict(zip(names, values))))
+            handle.write("\n")
+
+    def _close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+        self.handles = {}
+
+
+_OUTPUTS: dict[str, type[_Output]] = {
+    "sqlite": _SqliteOutput,
+    "csv": _CsvOutput,
+    "json": _JsonOutput,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock, journal and recovery
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def staging_lock(staging_dir: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Exclusive use of the staging folder's exporter files (state, journal) for one run.
+
+    An advisory `flock`, released by the kernel when the process ends, however it ends.
+    """
+    with exclusive_file_lock(staging_dir / LOCK_FILE_NAME, timeout_s, _staging_lock_timeout):
+        yield
+
+
+def _staging_lock_timeout(path: Path, timeout_s: float) -> Exception:
+    return StagingExportError(
+        f"another staging export has held {path} for {timeout_s:.0f} s; "
+        "wait for it to finish, or look for a hung run"
+    )
+
+
+def recover(staging_dir: Path) -> list[str]:
+    """Undo what a killed run left: its temporaries, and the files of an uncommitted export.
+
+    Call with the staging lock held. Returns the names removed.
+    """
+    removed: list[str] = []
+    for temp in sorted(staging_dir.glob(f".{EXPORT_PREFIX}*.tmp")):
+        temp.unlink(missing_ok=True)
+        removed.append(temp.name)
+    journal_path = staging_dir / JOURNAL_FILE_NAME
+    if not journal_path.exists():
+        return removed
+    try:
+        journal = json.loads(journal_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        journal = {"files": []}
+    if not _journal_committed(staging_dir, journal):
+        for name in journal.get("files", []):
+            target = staging_dir / Path(name).name
+            if target.exists():
+                target.unlink()
+                removed.append(target.name)
+    journal_path.unlink(missing_ok=True)
+    return removed
+
+
+def _journal_committed(staging_dir: Path, journal: dict[str, Any]) -> bool:
+    """Whether the journaled run reached its commit point (state written, or metadata written
+    when no state update was asked for)."""
+    metadata = journal.get("metadata_file")
+    if not metadata or not (staging_dir / metadata).exists():
+        return False
+    if not journal.get("update_state"):
+        return True
+    try:
+        state = read_state(staging_dir / STATE_FILE_NAME)
+    except StagingExportError:
+        return False
+    profile = state["profiles"].get(journal.get("state_key")) or {}
+    return profile.get("last_run_id") == journal.get("run_id")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    """A written export (data, sidecars, metadata in place); committed once `commit` returns."""
+
+    run_id: str
+    staging_dir: Path
+    metadata: dict[str, Any]
+    metadata_path: Path
+    output_paths: list[Path]
+    state_path: Path
+    options: ExportOptions
+    skipped: dict[str, str]
+    removed_on_recovery: list[str] = field(default_factory=list)
+    committed: bool = False
+    rolled_back: bool = False
+
+    @property
+    def all_files(self) -> list[Path]:
+        sidecars = [
+            sidecar_path(p)  # type: ignore[arg-type]
+            for p in [*self.output_paths, self.metadata_path]
+        ]
+        return [*self.output_paths, self.metadata_path, *(Path(str(s)) for s in sidecars)]
+
+
+def relative_path(path: Path, root: Path) -> str:
+    """`path` relative to `root` with forward slashes, or as given when it is outside the root."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _unique_base(staging_dir: Path, base: str) -> str:
+    candidate, n = base, 1
+    while any(staging_dir.glob(f"{candidate}[._]*")):
+        n += 1
+        candidate = f"{base}_{n}"
+    return candidate
+
+
+def write_export(
+    options: ExportOptions,
+    *,
+    worker_files: Sequence[Path],
+    input_glob: str,
+    data_root: Path,
+    staging_dir: Path,
+    started: dt.datetime | None = None,
+    run_id_for_custody: str | None = None,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Read the worker files and put the export and its metadata file in place, uncommitted.
+
+    Call with the staging lock held, after `recover`. Raises `WorkerFileError` naming a worker
+    file that cannot be read (unless `skip_unreadable_sources`), `StagingExportError` for a state
+    file or bound it cannot use; either way nothing of this run is left at a canonical name.
+    """
+    started = (started or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    end_utc = options.end_utc or started
+    default_start, end_utc = export_window(options.hours, end_utc)
+    state_path = staging_dir / STATE_FILE_NAME
+    previous = stored_watermarks(read_state(state_path), options.state_key, state_path)
+    bounds = {
+        table: query_bounds(
+            default_start, end_utc, previous[table], incremental=options.incremental, table=table
+        )
+        for table in (MARKET_TICKS, CONNECTION_EVENTS)
+    }
+    base = _unique_base(staging_dir, export_base_name(started, export_label(options)))
+    tables = [MARKET_TICKS] + ([CONNECTION_EVENTS] if options.include_connection_events else [])
+    output = _OUTPUTS[options.output_format](staging_dir, base, tables)
+    names = _Names()
+    tally = _Tally()
+    read_files: list[Path] = []
+    read_upto: dict[str, dict[str, int | None]] = {}
+    skipped: dict[str, str] = {}
+    needed: dict[str, Sequence[str]] = {MARKET_TICKS: _TICK_COLUMNS}
+    if options.include_connection_events:
+        needed[CONNECTION_EVENTS] = _EVENT_COLUMNS
+    try:
+        for path in sorted((Path(p) for p in worker_files), key=lambda p: p.name):
+            try:
+                conn = _connect_read_only(path, needed, busy_timeout_s)
+            except WorkerFileError as exc:
+                if not options.skip_unreadable_sources:
+                    raise
+                skipped[relative_path(path, data_root)] = str(exc)
+                if log:
+                    log(f"skipping unreadable worker file {path}: {exc}")
+                continue
+            try:
+                # The file as of now: rows committed while it is read wait for the next run.
+                max_ids = {
+                    t: conn.execute(f"SELECT max(id) FROM {t}").fetchone()[0] for t in needed
+                }
+                for page in _pages(
+                    conn,
+                    path,
+                    MARKET_TICKS,
+                    _TICK_COLUMNS,
+                    "ingestion_ts_utc",
+                    bounds[MARKET_TICKS],
+                    options.chunk_size,
+                    max_ids[MARKET_TICKS],
+                ):
+                    batch, rejects = _tick_batches(page, path.name, names, options, tally)
+                    output.write(MARKET_TICKS, batch)
+                    if rejects is not None:
+                        output.write(REJECTS, rejects)
+                if options.include_connection_events:
+                    for page in _pages(
+                        conn,
+                        path,
+                        CONNECTION_EVENTS,
+                        _EVENT_COLUMNS,
+                        "event_ts_utc",
+                        bounds[CONNECTION_EVENTS],
+                        options.chunk_size,
+                        max_ids[CONNECTION_EVENTS],
+                    ):
+                        batch, rejects = _event_batches(page, path.name, names, options, tally)
+                        output.write(CONNECTION_EVENTS, batch)
+                        if rejects is not None:
+                            output.write(REJECTS, rejects)
+            finally:
+                conn.close()
+            read_files.append(path)
+            read_upto[path.name] = {f"{t}_max_id": v for t, v in max_ids.items()}
+        temps = output.finish()
+    except BaseException:
+        output.abort()
+        raise
+
+    exported_max = {t: (parse_ts(v) if v else None) for t, v in tally.max_ts.items()}
+    if not options.include_connection_events:
+        exported_max[CONNECTION_EVENTS] = None
+    new = {t: new_watermark(previous[t], exported_max[t]) for t in previous}
+    metadata_path = staging_dir / f"{base}{METADATA_SUFFIX}"
+    targets = [target for _, target in temps.values()]
+    journal = {
+        "run_id": base,
+        "state_key": options.state_key,
+        "update_state": options.update_state,
+        "metadata_file": metadata_path.name,
+        "files": sorted(
+            [t.name for t in targets]
+            + [sidecar_path(t).name for t in targets]  # type: ignore[arg-type]
+            + [metadata_path.name, sidecar_path(as_upath(metadata_path)).name]
+        ),
+    }
+    try:
+        write_bytes_atomic(
+            as_upath(staging_dir / JOURNAL_FILE_NAME), json.dumps(journal, indent=2).encode()
+        )
+        factory = MetadataFactory(data_root, code_version=CODE_VERSION)
+        parents: list[ParentRef] = [
+            factory.file_parent(p, **read_upto[p.name]) for p in read_files
+        ] or [
+            # No worker file was read: the export is empty, made from no rows at all.
+            ParentRef(
+                kind="query",
+                path=input_glob,
+                sha256=hashlib.sha256(b"").hexdigest(),
+                details={"rows": 0},
+            )
+        ]
+        params = {
+            "output_format": options.output_format,
+            "query_bounds": {t: _jsonable_bounds(b) for t, b in bounds.items()},
+            "filters": {"exchanges": list(options.exchanges), "assets": list(options.assets)},
+            "include_connection_events": options.include_connection_events,
+            "state_key": options.state_key,
+        }
+        for table, (temp, target) in temps.items():
+            sha, size = sha256_file(temp)
+            os.replace(temp, target)
+            rows = output.rows[table] if table else sum(output.rows.values())
+            record = factory.processed(
+                target,  # type: ignore[arg-type]
+                sha256=sha,
+                size_bytes=size,
+                parents=parents,
+                transformation_name=TRANSFORMATION_NAME,
+                transformation_params=params,
+                rows=rows,
+                asset_key=TRANSFORMATION_NAME,
+                run_id=run_id_for_custody or base,
+            )
+            write_sidecar(as_upath(target), record)
+        finished = dt.datetime.now(dt.UTC)
+        metadata = StagingExportRunMetadata(
+            run_id=base,
+            run_started_utc=started,
+            run_finished_utc=max(finished, started),
+            mode={"incremental": options.incremental},
+            window={"hours": options.hours, "default_start_utc": default_start, "end_utc": end_utc},
+            query_bounds={
+                MARKET_TICKS: bounds[MARKET_TICKS].as_dict(),
+                CONNECTION_EVENTS: {
+                    **bounds[CONNECTION_EVENTS].as_dict(),
+                    "included": options.include_connection_events,
+                },
+            },
+            source={
+                "input_glob": input_glob,
+                "worker_db_count": len(read_files),
+                "worker_db_files": [relative_path(p, data_root) for p in read_files],
+            },
+            options={
+                "output_format": options.output_format,
+                "include_connection_events": options.include_connection_events,
+                "chunk_size": options.chunk_size,
+            },
+            filters={"exchanges": list(options.exchanges), "assets": list(options.assets)},
+            uniques={
+                "source": {
+                    "exchanges": sorted(tally.source_exchanges),
+                    "assets": sorted(tally.source_assets),
+                },
+                "exported": {
+                    "exchanges": sorted(tally.exported_exchanges),
+                    "assets": sorted(tally.exported_assets),
+                },
+            },
+            watermarks={
+                "previous": _pair(previous),
+                "exported_max": _pair(exported_max),
+                "new": _pair(new),
+            },
+            state={
+                "path": relative_path(state_path, data_root),
+                "key": options.state_key,
+                "update_requested": options.update_state,
+                "updated": options.update_state,
+            },
+            row_counts={
+                MARKET_TICKS: output.rows[MARKET_TICKS],
+                CONNECTION_EVENTS: output.rows[CONNECTION_EVENTS],
+                "rejected": output.rows[REJECTS],
+            },
+            output_files=[relative_path(t, data_root) for t in targets],
+            skipped_sources=[{"file": f, "reason": r} for f, r in sorted(skipped.items())],
+        ).model_dump(mode="json")
+        metadata_sha = write_bytes_atomic(
+            as_upath(metadata_path), (json.dumps(metadata, indent=2) + "\n").encode()
+        )
+        # The run metadata describes the export's files, so they are its parents.
+        write_sidecar(
+            as_upath(metadata_path),
+            factory.processed(
+                as_upath(metadata_path),
+                sha256=metadata_sha,
+                size_bytes=metadata_path.stat().st_size,
+                parents=[factory.file_parent(t) for t in targets],
+                transformation_name=f"{TRANSFORMATION_NAME}_run_metadata",
+                transformation_params={"contract": "staging_export_run_metadata 1.0.0"},
+                asset_key=TRANSFORMATION_NAME,
+                run_id=run_id_for_custody or base,
+            ),
+        )
+    except BaseException:
+        for temp, _ in temps.values():
+            temp.unlink(missing_ok=True)
+        recover(staging_dir)
+        raise
+    return ExportResult(
+        run_id=base,
+        staging_dir=staging_dir,
+        metadata=metadata,
+        metadata_path=metadata_path,
+        output_paths=targets,
+        state_path=state_path,
+        options=options,
+        skipped=skipped,
+    )
+
+
+def _pair(marks: dict[str, dt.datetime | None]) -> dict[str, dt.datetime | None]:
+    return {_STATE_FIELDS[t]: marks[t] for t in _STATE_FIELDS}
+
+
+def _jsonable_bounds(bounds: Bounds) -> dict[str, Any]:
+    return {
+        "lower_utc": format_ts(bounds.lower_utc),
+        "lower_inclusive": bounds.lower_inclusive,
+        "upper_utc": format_ts(bounds.upper_utc),
+    }
+
+
+def commit(result: ExportResult) -> None:
+    """The commit point: store the new watermarks (with `update_state`), then drop the journal."""
+    if result.options.update_state:
+        new = result.metadata["watermarks"]["new"]
+        _write_state(
+            result.state_path,
+            result.options.state_key,
+            {
+                **new,
+                "last_run_id": result.run_id,
+                "last_metadata_file": result.metadata_path.name,
+                "updated_utc": format_ts(dt.datetime.now(dt.UTC)),
+                "filters": result.metadata["filters"],
+            },
+        )
+    (result.staging_dir / JOURNAL_FILE_NAME).unlink(missing_ok=True)
+    result.committed = True
+
+
+def rollback(result: ExportResult) -> None:
+    """Remove the run's files and journal; the state is untouched."""
+    for path in result.all_files:
+        path.unlink(missing_ok=True)
+    (result.staging_dir / JOURNAL_FILE_NAME).unlink(missing_ok=True)
+    result.rolled_back = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of the metadata file: the spec's rules and the published JSON Schema
+# ---------------------------------------------------------------------------------------------
+
+
+def _ts(doc: dict[str, Any], *path: str) -> dt.datetime:
+    value: Any = doc
+    for part in path:
+        value = value[part]
+    return parse_utc(value, ".".join(path))
+
+
+def _rule(
+    expression: str, check: Callable[[dict[str, Any]], bool]
+) -> Callable[[dict[str, Any]], tuple[bool, str]]:
+    def evaluate(doc: dict[str, Any]) -> tuple[bool, str]:
+        try:
+            return bool(check(doc)), expression
+        except (KeyError, TypeError, StagingExportError) as exc:
+            return False, f"{expression}: cannot evaluate ({exc!r})"
+
+    evaluate.expression = expression  # type: ignore[attr-defined]
+    return evaluate
+
+
+# The spec's validation rules, one property each, evaluated on the metadata document.
+VALIDATION_RULES: dict[str, Callable[[dict[str, Any]], tuple[bool, str]]] = {
+    "run_started_not_after_finished": _rule(
+        "run_started_utc <= run_finished_utc",
+        lambda d: _ts(d, "run_started_utc") <= _ts(d, "run_finished_utc"),
+    ),
+    "window_start_not_after_end": _rule(
+        "window.default_start_utc <= window.end_utc",
+        lambda d: _ts(d, "window", "default_start_utc") <= _ts(d, "window", "end_utc"),
+    ),
+    "market_ticks_bounds_ordered": _rule(
+        "query_bounds.market_ticks.lower_utc <= query_bounds.market_ticks.upper_utc",
+        lambda d: (
+            _ts(d, "query_bounds", MARKET_TICKS, "lower_utc")
+            <= _ts(d, "query_bounds", MARKET_TICKS, "upper_utc")
+        ),
+    ),
+    "connection_events_bounds_ordered": _rule(
+        "query_bounds.connection_events.lower_utc <= query_bounds.connection_events.upper_utc",
+        lambda d: (
+            _ts(d, "query_bounds", CONNECTION_EVENTS, "lower_utc")
+            <= _ts(d, "query_bounds", CONNECTION_EVENTS, "upper_utc")
+        ),
+    ),
+    "worker_db_count_matches_files": _rule(
+        "source.worker_db_count == len(source.worker_db_files)",
+        lambda d: d["source"]["worker_db_count"] == len(d["source"]["worker_db_files"]),
+    ),
+    "market_ticks_row_count_non_negative": _rule(
+        "row_counts.market_ticks >= 0", lambda d: d["row_counts"][MARKET_TICKS] >= 0
+    ),
+    "connection_events_row_count_non_negative": _rule(
+        "row_counts.connection_events >= 0", lambda d: d["row_counts"][CONNECTION_EVENTS] >= 0
+    ),
+}
+
+
+def published_schema_path() -> Path:
+    import contracts
+
+    info = StagingExportRunMetadata.contract
+    return Path(contracts.__file__).resolve().parent / "schemas" / info.schema_file_name
+
+
+def json_schema_errors(doc: Any, schema_path: Path | None = None) -> list[str]:
+    """Where the document breaks the published JSON Schema (empty: it follows it)."""
+    import jsonschema
+
+    schema = json.loads((schema_path or published_schema_path()).read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    return [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(document)'}: {error.message}"
+        for error in sorted(
+            validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))
+        )
+    ]
+
+
+def validation_problems(doc: Any) -> list[str]:
+    """Every way a metadata document breaks its contract: schema, model and rules."""
+    problems = json_schema_errors(doc)
+    try:
+        StagingExportRunMetadata.model_validate(doc)
+    except ValidationError as exc:
+        problems.append(f"contract {StagingExportRunMetadata.contract.name}: {exc}")
+    for name, rule in VALIDATION_RULES.items():
+        passed, expression = rule(doc)
+        if not passed:
+            problems.append(f"{name}: {expression} does not hold")
+    return problems
+
+
+def run_staging_export(
+    options: ExportOptions,
+    *,
+    worker_files: Sequence[Path],
+    input_glob: str,
+    data_root: Path,
+    staging_dir: Path,
+    started: dt.datetime | None = None,
+    before_commit: Callable[[ExportResult], bool] | None = None,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    run_id_for_custody: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """One whole export run: lock, recover, write, validate, commit (or roll back).
+
+    `before_commit(result)` decides whether to commit; without it the metadata file is validated
+    against the contract (`validation_problems`) and a problem raises `StagingExportError` after
+    rolling back. A rolled-back run leaves no file and no state change.
+    """
+    with staging_lock(staging_dir, lock_timeout_s):
+        removed = recover(staging_dir)
+        if removed and log:
+            log(f"removed what an interrupted export left behind: {', '.join(removed)}")
+        result = write_export(
+            options,
+            worker_files=worker_files,
+            input_glob=input_glob,
+            data_root=data_root,
+            staging_dir=staging_dir,
+            started=started,
+            run_id_for_custody=run_id_for_custody,
+            log=log,
+        )
+        result.removed_on_recovery = removed
+        try:
+            if before_commit is None:
+                on_disk = json.loads(result.metadata_path.read_bytes())
+                problems = validation_problems(on_disk)
+                if problems:
+                    raise StagingExportError(
+                        f"{result.metadata_path}: the metadata breaks its contract: {'; '.join(problems)}"
+                    )
+                ok = True
+            else:
+                ok = before_commit(result)
+            if ok:
+                commit(result)
+            else:
+                rollback(result)
+        except BaseException:
+            if not result.committed:
+                rollback(result)
+            raise
+    return result
+
+
+def read_export_rows(
+    result_or_metadata: ExportResult | Path, table: str = MARKET_TICKS
+) -> Iterator[dict[str, Any]]:
+    """The rows of one table of a finished export, in file order (for tests and tools)."""
+    metadata_path = (
+        result_or_metadata.metadata_path
+        if isinstance(result_or_metadata, ExportResult)
+        else result_or_metadata
+    )
+    metadata = json.loads(Path(metadata_path).read_bytes())
+    folder = Path(metadata_path).parent
+    fmt = metadata["options"]["output_format"]
+    base = Path(metadata_path).name[: -len(METADATA_SUFFIX)]
+    if fmt == "sqlite":
+        conn = sqlite3.connect(
+            f"{(folder / f'{base}.sqlite').resolve().as_uri()}?mode=ro", uri=True
+        )
+        conn.row_factory = sqlite3.Row
+        try:
+            for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid"):
+                yield dict(row)
+        finally:
+            conn.close()
+        return
+    path = folder / f"{base}_{table}{_EXTENSIONS[fmt]}"
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8", newline="") as handle:
+        if fmt == "json":
+            for line in handle:
+                yield json.loads(line)
+        else:
+            ints = {f.name for f in TABLE_SCHEMAS[table] if f.type == pa.int64()}
+            for row in csv.DictReader(handle):
+                yield {
+                    k: (int(v) if k in ints else (None if v == "" else v)) for k, v in row.items()
+                }
