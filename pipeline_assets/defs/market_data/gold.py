@@ -1,0 +1,101 @@
+"""Gold one-minute bars per stream, from the silver trade and order book features of each UTC day.
+
+A bar needs nothing outside its own day (the one cross-minute quantity, each snapshot's mid
+return, is already in silver), so days are independent: the asset reads each day's silver files
+one symbol at a time (`lib.market.feature_days.compute_bars_day`).
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+
+import dagster as dg
+
+from contracts.core import arrow_schema
+from contracts.market_features import GoldBars1m
+from pipeline_assets.defs.market_data.bronze import GROUP, OWNERS
+from pipeline_assets.defs.market_data.features_checks import (
+    GOLD_BARS_1M,
+    SILVER_ORDERBOOK_FEATURES,
+    SILVER_TRADE_FEATURES,
+    feature_check_results,
+    feature_check_specs,
+)
+from pipeline_assets.defs.market_data.partitions import market_daily_partitions
+from pipeline_assets.lib.market.bars import BARS_SCHEMA
+from pipeline_assets.lib.market.feature_days import compute_bars_day, partition_written
+from pipeline_assets.lib.parquet_lake import LakeOutput
+from pipeline_assets.lib.run_record import utc_now
+from pipeline_assets.utils.run_metadata import run_metadata
+from pipeline_assets.utils.table_schema import column_schema
+
+
+def _silver_folder(io_manager: object, asset: str, day: dt.date):
+    return io_manager.partition_folder(  # type: ignore[attr-defined]
+        dg.AssetKey(asset), market_daily_partitions, day.isoformat(), {"lake/layer": "silver"}
+    )
+
+
+@dg.asset(
+    name=GOLD_BARS_1M,
+    deps=[SILVER_ORDERBOOK_FEATURES, SILVER_TRADE_FEATURES],
+    check_specs=feature_check_specs([GOLD_BARS_1M]),
+    partitions_def=market_daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"parquet", "numpy"},
+    required_resource_keys={"io_manager"},
+    metadata={
+        "lake/layer": "gold",
+        "lake/split_by": "symbol",
+        "dagster/column_schema": column_schema(arrow_schema(GoldBars1m)),
+        "contract": f"{GoldBars1m.contract.name} {GoldBars1m.contract.version}",
+    },
+    description=(
+        "One-minute bars per exchange and symbol: OHLC, volume split into buy, sell and unknown "
+        "aggressor, trade count, VWAP, normalized trade flow imbalance, summed order flow "
+        "imbalance, mean spread, last mid and realized variance of mid log returns. A row for "
+        "every minute with a snapshot or a trade; a minute without trades has zero volumes and "
+        "null OHLC, VWAP and TFI. Folders `gold/gold_bars_1m/date=<UTC day>/symbol=<BASE-QUOTE>/`."
+    ),
+)
+def gold_bars_1m(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    started = utc_now()
+    io_manager = context.resources.io_manager
+    factory = io_manager.factory
+    days = [dt.date.fromisoformat(key) for key in sorted(context.partition_keys)]
+    computed = {}
+    for day in days:
+        folders = [
+            _silver_folder(io_manager, a, day)
+            for a in (SILVER_ORDERBOOK_FEATURES, SILVER_TRADE_FEATURES)
+        ]
+        missing = [str(f) for f in folders if not partition_written(f)]
+        if missing:
+            raise dg.Failure(
+                description=f"silver features for {day} are missing ({', '.join(missing)}): materialize them first"
+            )
+        computed[day] = compute_bars_day(day, *folders)
+    outputs = {}
+    for day, bars in computed.items():
+        parents = [factory.file_parent(f.path, sha256=f.sha256) for f in bars.parents]
+        if not parents:
+            # A day without silver rows: its empty markers stand in as the parents.
+            parents = [
+                factory.file_parent(_silver_folder(io_manager, a, day) / "_empty.json")
+                for a in (SILVER_ORDERBOOK_FEATURES, SILVER_TRADE_FEATURES)
+            ]
+        outputs[day.isoformat()] = LakeOutput(
+            bars.table, parents=parents, params={"day": day.isoformat()}, schema=BARS_SCHEMA
+        )
+    yield dg.Output(
+        outputs,
+        metadata=run_metadata(
+            context,
+            started_utc=started,
+            row_counts={"bars": sum(b.table.num_rows for b in computed.values())},
+        ),
+    )
+    yield from feature_check_results(
+        GOLD_BARS_1M, {day: (lambda b=b: b.table) for day, b in computed.items()}
+    )

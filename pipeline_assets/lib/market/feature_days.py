@@ -1,0 +1,325 @@
+"""Running the silver features and gold bars day by day, symbol by symbol (no Dagster).
+
+Every path (one day, a range in one run, a watcher-triggered run) calls these functions the same
+way: `previous_state` finds the state the day starts from, `compute_features_day` reads the day's
+bronze files one symbol at a time, spills each output to an Arrow IPC file (memory holds one
+symbol's rows), and returns the end-of-day state, which `write_checkpoint` stores beside the
+silver partitions. `compute_bars_day` reads the day's silver files one symbol at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from upath import UPath
+
+from contracts.custody import ParentRef
+from pipeline_assets.lib.custody import MetadataFactory, read_sidecar, write_sidecar
+from pipeline_assets.lib.market.bars import BARS_SCHEMA, bars_for_symbol
+from pipeline_assets.lib.market.bronze import (
+    BRONZE_CONNECTION_EVENTS_SCHEMA,
+    BRONZE_ORDERBOOK_SCHEMA,
+    BRONZE_TICKER_SCHEMA,
+    BRONZE_TRADES_SCHEMA,
+)
+from pipeline_assets.lib.market.features import (
+    ORDERBOOK_SCHEMA,
+    STATE_SCHEMA,
+    TICKER_SCHEMA,
+    TRADES_SCHEMA,
+    FeatureParams,
+    FeatureState,
+    FeatureStateError,
+    advance_idle_streams,
+    compute_symbol_day,
+    disconnect_times,
+    state_from_table,
+    state_to_table,
+)
+from pipeline_assets.lib.parquet_lake import (
+    DATA_FILE_NAME,
+    WriteResult,
+    hive_folder,
+    parse_hive_folder,
+    read_parquet,
+    write_parquet,
+)
+
+CHECKPOINT_FOLDER = ("silver", "_state", "market_features")
+CHECKPOINT_FILE = "state.parquet"
+EMPTY_MARKER = "_empty.json"
+
+SILVER_OUTPUTS = ("orderbook", "trades", "ticker")
+SILVER_SCHEMAS = {"orderbook": ORDERBOOK_SCHEMA, "trades": TRADES_SCHEMA, "ticker": TICKER_SCHEMA}
+BRONZE_SCHEMAS = {
+    "orderbook": BRONZE_ORDERBOOK_SCHEMA,
+    "trades": BRONZE_TRADES_SCHEMA,
+    "ticker": BRONZE_TICKER_SCHEMA,
+}
+
+
+class MissingStateError(RuntimeError):
+    """The previous day's state is needed and does not exist."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Lake files
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    path: UPath
+    sha256: str
+
+
+def partition_symbol_files(partition_folder: UPath) -> dict[str, LakeFile]:
+    """`{symbol: file}` of a partition split by symbol (none when it was never written)."""
+    if not partition_folder.exists():
+        return {}
+    files = {}
+    for path in sorted(partition_folder.glob(f"*/{DATA_FILE_NAME}"), key=str):
+        symbol = parse_hive_folder(path.parent.name).get("symbol")
+        if symbol is not None:
+            files[symbol] = LakeFile(path, read_sidecar(path).file_sha256)
+    return files
+
+
+def partition_written(partition_folder: UPath) -> bool:
+    """Whether a partition folder holds data files or the empty-partition marker."""
+    return partition_folder.exists() and (
+        (partition_folder / EMPTY_MARKER).exists()
+        or (partition_folder / DATA_FILE_NAME).exists()
+        or any(partition_folder.glob(f"*/{DATA_FILE_NAME}"))
+    )
+
+
+def read_verified(file: LakeFile) -> pa.Table:
+    """A lake file's rows, its SHA256 checked against its sidecar while it is read."""
+    return read_parquet(file.path, expected_sha256=file.sha256)
+
+
+def read_single_file(
+    partition_folder: UPath, schema: pa.Schema
+) -> tuple[pa.Table, LakeFile | None]:
+    """An unsplit partition's rows (its empty marker reads as no rows)."""
+    path = partition_folder / DATA_FILE_NAME
+    if not path.exists():
+        return schema.empty_table(), None
+    file = LakeFile(path, read_sidecar(path).file_sha256)
+    return read_verified(file), file
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_path(lake_base: UPath, day: dt.date) -> UPath:
+    return lake_base.joinpath(
+        *CHECKPOINT_FOLDER, hive_folder([("date", day.isoformat())]), CHECKPOINT_FILE
+    )
+
+
+def write_checkpoint(
+    lake_base: UPath,
+    day: dt.date,
+    state: FeatureState,
+    params: FeatureParams,
+    *,
+    factory: MetadataFactory,
+    parents: Sequence[ParentRef],
+    run_id: str | None,
+) -> WriteResult:
+    """Write the end-of-day state of `day` (and its sidecar, recording the parameters)."""
+    path = checkpoint_path(lake_base, day)
+    result = write_parquet(path, state_to_table(state), schema=STATE_SCHEMA)
+    record = factory.processed(
+        path,
+        sha256=result.sha256,
+        size_bytes=result.size_bytes,
+        rows=result.rows,
+        parents=list(parents),
+        transformation_name="market_feature_state",
+        transformation_params={"day": day.isoformat(), **params.as_params()},
+        asset_key="silver_market_features",
+        partition_key=day.isoformat(),
+        run_id=run_id,
+    )
+    write_sidecar(path, record)
+    return result
+
+
+@dataclass
+class PreviousState:
+    """The state a day starts from, and where it came from."""
+
+    state: FeatureState
+    origin: str  # 'this_run', 'checkpoint', 'cold_start'
+    file: LakeFile | None = None
+
+
+def previous_state(
+    lake_base: UPath,
+    day: dt.date,
+    params: FeatureParams,
+    *,
+    in_run: Mapping[dt.date, FeatureState],
+    bronze_landed: bool,
+) -> PreviousState:
+    """The state at the end of `day - 1`.
+
+    From this run when it computed that day; else from its checkpoint (verified, and written with
+    the same parameters); else, when bronze has never landed that day, a cold start (every stream
+    starts with `no_prior_state`). Otherwise the previous day's features must be computed first:
+    `MissingStateError` says so.
+    """
+    before = day - dt.timedelta(days=1)
+    if before in in_run:
+        return PreviousState(in_run[before], "this_run")
+    path = checkpoint_path(lake_base, before)
+    if path.exists():
+        record = read_sidecar(path)
+        used = {k: record.transformation_params.get(k) for k in params.as_params()}
+        if used != params.as_params():
+            raise FeatureStateError(
+                f"the checkpoint {path} of {before} was written with {json.dumps(used)}, but this "
+                f"run uses {json.dumps(params.as_params())}: rematerialize the silver features "
+                f"from the first day you want the new settings for, in one range run"
+            )
+        file = LakeFile(path, record.file_sha256)
+        return PreviousState(state_from_table(read_verified(file)), "checkpoint", file)
+    if not bronze_landed:
+        return PreviousState({}, "cold_start")
+    raise MissingStateError(
+        f"the silver features of {day} start from the state at the end of {before}, and its "
+        f"checkpoint {path} does not exist while bronze for {before} is landed: materialize "
+        f"silver_orderbook_features (with its siblings) for {before} first, or a range from "
+        f"{before} to {day} in one run"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One day of silver features
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureDay:
+    day: dt.date
+    spills: dict[str, Path]  # output -> Arrow IPC file of the day's rows
+    rows: dict[str, int]
+    resets: dict[str, int]
+    state: FeatureState
+    parents: list[LakeFile] = field(default_factory=list)
+    origin: str = "cold_start"
+
+    def reader(self, output: str) -> pa.RecordBatchReader:
+        """The day's rows of one output, streamed from its spill file."""
+        return _file_reader(pa.memory_map(str(self.spills[output])))
+
+    def table(self, output: str) -> pa.Table:
+        return pa.ipc.open_file(pa.memory_map(str(self.spills[output]))).read_all()
+
+
+def _file_reader(source: pa.NativeFile) -> pa.RecordBatchReader:
+    file = pa.ipc.open_file(source)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for i in range(file.num_record_batches):
+            yield file.get_batch(i)
+
+    return pa.RecordBatchReader.from_batches(file.schema, batches())
+
+
+def compute_features_day(
+    day: dt.date,
+    bronze_folders: Mapping[str, UPath],
+    connection_events_folder: UPath,
+    start: PreviousState,
+    params: FeatureParams,
+    spill_dir: Path,
+) -> FeatureDay:
+    """The silver features of one day, symbol by symbol, spilled to `spill_dir`.
+
+    `bronze_folders` maps 'orderbook', 'trades', 'ticker' to the day's bronze partition folders
+    (split by symbol). The state is copied through its checkpoint form first, so a day computed
+    after another in one run starts from exactly what a run reading the checkpoint would.
+    """
+    state = state_from_table(state_to_table(start.state))
+    events, events_file = read_single_file(
+        connection_events_folder, BRONZE_CONNECTION_EVENTS_SCHEMA
+    )
+    disconnects = disconnect_times(events)
+    files = {name: partition_symbol_files(folder) for name, folder in bronze_folders.items()}
+    symbols = sorted(set().union(*(f.keys() for f in files.values())))
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    spills = {name: spill_dir / f"{day.isoformat()}-{name}.arrow" for name in SILVER_OUTPUTS}
+    rows = dict.fromkeys(SILVER_OUTPUTS, 0)
+    resets = dict.fromkeys(SILVER_OUTPUTS, 0)
+    seen: set[tuple[str, str]] = set()
+    parents = [f for by_symbol in files.values() for f in by_symbol.values()]
+    if events_file is not None:
+        parents.append(events_file)
+    if start.file is not None:
+        parents.append(start.file)
+    writers = {
+        name: pa.ipc.new_file(str(spills[name]), SILVER_SCHEMAS[name]) for name in SILVER_OUTPUTS
+    }
+    try:
+        for symbol in symbols:
+            tables = {
+                name: read_verified(files[name][symbol])
+                if symbol in files[name]
+                else BRONZE_SCHEMAS[name].empty_table()
+                for name in SILVER_OUTPUTS
+            }
+            out = compute_symbol_day(
+                tables["orderbook"], tables["trades"], tables["ticker"], disconnects, state, params
+            )
+            for name, table in (
+                ("orderbook", out.orderbook),
+                ("trades", out.trades),
+                ("ticker", out.ticker),
+            ):
+                if table.num_rows:
+                    writers[name].write_table(table)
+                rows[name] += table.num_rows
+            for name in SILVER_OUTPUTS:
+                resets[name] += out.resets[name]
+            seen |= out.streams
+    finally:
+        for writer in writers.values():
+            writer.close()
+    advance_idle_streams(state, seen, disconnects)
+    return FeatureDay(day, spills, rows, resets, state, parents, start.origin)
+
+
+# ---------------------------------------------------------------------------------------------
+# One day of gold bars
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BarsDay:
+    day: dt.date
+    table: pa.Table
+    parents: list[LakeFile]
+
+
+def compute_bars_day(day: dt.date, orderbook_folder: UPath, trades_folder: UPath) -> BarsDay:
+    """The one-minute bars of one day from its silver partitions, one symbol at a time."""
+    books, trades = partition_symbol_files(orderbook_folder), partition_symbol_files(trades_folder)
+    parts, parents = [], []
+    for symbol in sorted(set(books) | set(trades)):
+        b = read_verified(books[symbol]) if symbol in books else ORDERBOOK_SCHEMA.empty_table()
+        t = read_verified(trades[symbol]) if symbol in trades else TRADES_SCHEMA.empty_table()
+        parents += [f for f in (books.get(symbol), trades.get(symbol)) if f is not None]
+        parts.append(bars_for_symbol(b, t))
+    table = pa.concat_tables(parts).combine_chunks() if parts else BARS_SCHEMA.empty_table()
+    return BarsDay(day, table, parents)
