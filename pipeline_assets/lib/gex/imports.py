@@ -1,0 +1,528 @@
+"""The GEX import flow of `spec/gex-data-governance.md`: enqueue, stage, import, correct, retain.
+
+1. `enqueue` records a pending job in `gex_history.db`, then `download_to_staging` streams the
+   URL into `source/gexbot/<date>_<ticker>_classic_<endpoint>.json` (read-only, with its download
+   sidecar) and the job gets the file's SHA256. Content already completed or queued under another
+   job is not imported twice: the job is marked skipped (`skipped: true`).
+2. `import_job` (`safe_import`) parses and validates the staged file, loads it into
+   `staging_strikes_<job_id>` in `gex_data.db`, runs the integrity checks, inserts into `strikes`,
+   writes the canonical Parquet (one immutable file per job and month, with its sidecar) and marks
+   the job completed with `records_processed`. Any failure marks the job failed with a readable
+   `last_error`, keeps the staged file and touches no canonical file.
+3. `correct` files a follow-up job referencing the original; when it completes, the original's
+   canonical files are moved to `archive/gex/superseded/` and the rewrite is recorded in the job
+   history with the reason and every checksum.
+4. `retention` removes staged files older than the retention period whose jobs are all done,
+   archiving them first when asked.
+
+No Dagster here: the asset, the sensor, the CLI and the HTTP server call these methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from upath import UPath
+
+from pipeline_assets.lib.custody import (
+    SIDECAR_SUFFIX,
+    CustodyError,
+    MetadataFactory,
+    read_sidecar,
+    write_sidecar,
+)
+from pipeline_assets.lib.download import DownloadError, DownloadResult, download, redact_url
+from pipeline_assets.lib.files import sha256_file
+from pipeline_assets.lib.gex.records import (
+    GexRecordError,
+    ParsedFile,
+    check_looks_like_json,
+    parse_records,
+)
+from pipeline_assets.lib.gex.store import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    SKIPPED,
+    SUPERSEDED,
+    GexInputError,
+    GexPaths,
+    ImportJob,
+    JobStore,
+    validate_name,
+)
+from pipeline_assets.lib.parquet_lake import write_parquet
+from pipeline_assets.lib.settings import Settings
+from pipeline_assets.lib.versions import CODE_VERSION
+
+TRANSFORMATION = "gex_safe_import"
+DEFAULT_RETENTION_DAYS = 14
+DEFAULT_MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
+_TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*(\d{9,10})')
+
+
+@dataclass(frozen=True)
+class GexConfig:
+    """The knobs of the import, from `Settings` (see docs/gex.md)."""
+
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+    download_timeout: float = 30.0
+    download_attempts: int = 4
+    backoff_base: float = 0.5
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    archive: bool = False
+    lock_timeout: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GexConfig:
+        return cls(
+            max_download_bytes=settings.gex_max_download_bytes,
+            download_timeout=settings.gex_download_timeout_s,
+            retention_days=settings.gex_retention_days,
+            archive=settings.gex_archive,
+        )
+
+
+@dataclass
+class RetentionReport:
+    removed: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # old file -> why it was kept
+
+
+class GexImporter:
+    def __init__(
+        self,
+        data_root: str | os.PathLike[str],
+        config: GexConfig | None = None,
+        *,
+        log: Callable[[str], None] | None = None,
+        run_id: str | None = None,
+    ):
+        self.paths = GexPaths(Path(data_root).resolve())
+        self.config = config or GexConfig()
+        self.store = JobStore(self.paths, lock_timeout=self.config.lock_timeout)
+        self.log = log or (lambda message: None)
+        self.run_id = run_id
+        self.custody = MetadataFactory(self.paths.data_root, code_version=CODE_VERSION)
+
+    # --- enqueue and staging -----------------------------------------------------------------
+
+    def enqueue(
+        self,
+        url: str,
+        ticker: str,
+        endpoint: str,
+        *,
+        corrects_job_id: int | None = None,
+        reason: str | None = None,
+    ) -> ImportJob:
+        """Record a job, stage its file, and mark it skipped when its content is already known."""
+        validate_name("ticker", ticker)
+        validate_name("endpoint", endpoint)
+        if not isinstance(url, str) or not url.strip():
+            raise GexInputError("url is empty; expected an http(s):// or file:// URL")
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        if scheme not in ("http", "https", "file"):
+            raise GexInputError(
+                f"url {redact_url(url)!r} is refused: expected an http(s):// or file:// URL"
+            )
+        with self.store.connect() as con:
+            if corrects_job_id is not None:
+                self.store.get(con, corrects_job_id)  # must exist
+            job = self.store.create(
+                con, url=redact_url(url), ticker=ticker, endpoint=endpoint,
+                corrects_job_id=corrects_job_id, reason=reason,
+            )  # fmt: skip
+        try:
+            staged = self.download_to_staging(url, ticker, endpoint, job_id=job.id)
+        except (DownloadError, GexRecordError) as exc:
+            with self.store.connect() as con:
+                job = self.store.update(
+                    con, job.id, event="staging_failed", status=FAILED, last_error=str(exc)
+                )
+            self.log(f"job {job.id}: staging failed: {exc}")
+            return job
+        relative = self.custody.relative(staged.path)
+        try:  # the light check of the spec: does it look like JSON at all?
+            with open(staged.path, "rb") as handle:
+                check_looks_like_json(handle.read(4096), name=relative)
+        except GexRecordError as exc:
+            with self.store.connect() as con:
+                job = self.store.update(
+                    con, job.id, event="staging_failed", status=FAILED, last_error=str(exc),
+                    checksum=staged.sha256, staged_path=relative,
+                )  # fmt: skip
+            self.log(f"job {job.id}: staged file is not JSON: {exc}")
+            return job
+        with self.store.connect() as con:
+            dup = next(
+                (
+                    j
+                    for j in self.store.find(con, checksum=staged.sha256)
+                    if j.id != job.id and j.status in (COMPLETED, PENDING)
+                ),
+                None,
+            )
+            if dup is not None:
+                job = self.store.update(
+                    con, job.id, event="skipped", status=SKIPPED, skipped=True, duplicate_of=dup.id,
+                    checksum=staged.sha256, staged_path=relative,
+                    details={"reason": f"same SHA256 as job {dup.id} ({dup.status})", "sha256": staged.sha256},
+                )  # fmt: skip
+                self.log(
+                    f"job {job.id}: skipped, same content as job {dup.id} ({staged.sha256[:12]})"
+                )
+                return job
+            job = self.store.update(
+                con, job.id, event="staged", checksum=staged.sha256, staged_path=relative,
+                details={"sha256": staged.sha256, "bytes": staged.size_bytes, "attempts": staged.attempts,
+                         "already_downloaded": staged.reused, "etag": staged.etag},
+            )  # fmt: skip
+        self.log(f"job {job.id}: staged {relative} ({staged.size_bytes:,} bytes)")
+        return job
+
+    def download_to_staging(
+        self, url: str, ticker: str, endpoint: str, *, job_id: int | None = None
+    ) -> DownloadResult:
+        """Stream `url` into `source/gexbot/` under the spec's name, read-only, with its sidecar."""
+        folder = self.paths.staging_dir
+
+        def name(temp: Path) -> str:
+            with open(temp, "rb") as handle:
+                head = handle.read(65536)
+            match = _TIMESTAMP.search(head)
+            day = (
+                dt.datetime.fromtimestamp(int(match.group(1)), dt.UTC).date()
+                if match
+                else dt.datetime.now(dt.UTC).date()
+            )
+            suffix = (
+                ".json.gz"
+                if head[:2] == b"\x1f\x8b"
+                else ".json.bz2"
+                if head[:3] == b"BZh"
+                else ".json"
+            )
+            base = f"{day.isoformat()}_{ticker}_classic_{endpoint}"
+            if (folder / f"{base}{suffix}").exists() and job_id is not None:
+                base += f"_job{job_id}"
+            return base + suffix
+
+        return download(
+            url,
+            folder,
+            root=self.paths.data_root,
+            filename=name,
+            max_bytes=self.config.max_download_bytes,
+            timeout=self.config.download_timeout,
+            attempts=self.config.download_attempts,
+            backoff_base=self.config.backoff_base,
+            read_only=True,
+            run_id=self.run_id,
+            log=self.log,
+        )
+
+    def correct(self, job_id: int, url: str, reason: str) -> ImportJob:
+        """File a correction of job `job_id`: a new job that references it, with the reason."""
+        if not reason or not reason.strip():
+            raise GexInputError("a correction needs a --reason")
+        original = self.store.job(job_id)
+        job = self.enqueue(
+            url, original.ticker, original.endpoint, corrects_job_id=job_id, reason=reason
+        )
+        with self.store.connect() as con:
+            self.store.record(
+                con,
+                job_id,
+                "correction_filed",
+                None,
+                reason=reason,
+                details={"correction_job_id": job.id},
+            )
+        return job
+
+    # --- import ------------------------------------------------------------------------------
+
+    def pending_jobs(self) -> list[ImportJob]:
+        """Pending jobs whose file is staged (a job without one is still being downloaded)."""
+        return [j for j in self.store.jobs(status=PENDING) if j.checksum]
+
+    def import_pending(self) -> list[ImportJob]:
+        """Import every pending job, oldest first (what `pipeline gex import` runs)."""
+        return [self.import_job(job.id) for job in self.pending_jobs()]
+
+    def import_job(self, job_id: int) -> ImportJob:
+        """`safe_import` of one job; a job that is not pending is returned unchanged."""
+        with self.store.connect() as con:
+            job = self.store.get(con, job_id)
+            if job.status != PENDING or not job.checksum:
+                # Done already, or still being downloaded by its enqueue (not staged yet).
+                return job
+            dup = next(
+                (
+                    j
+                    for j in self.store.find(con, status=COMPLETED, checksum=job.checksum)
+                    if j.id != job.id
+                ),
+                None,
+            )
+            if dup is not None:
+                self.log(f"job {job.id}: skipped, same content as completed job {dup.id}")
+                return self.store.update(
+                    con, job.id, event="skipped", status=SKIPPED, skipped=True, duplicate_of=dup.id,
+                    details={"reason": f"same SHA256 as completed job {dup.id}", "sha256": job.checksum},
+                )  # fmt: skip
+        staged = self.paths.data_root / job.staged_path
+        try:
+            data = staged.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            if sha != job.checksum:
+                raise GexRecordError(
+                    f"{job.staged_path}: SHA256 is {sha}, but the job recorded {job.checksum} "
+                    "(the staged file changed after it was downloaded)"
+                )
+            parsed = parse_records(
+                data, job_id=job.id, endpoint=job.endpoint, name=job.staged_path,
+                max_bytes=self.config.max_download_bytes,
+            )  # fmt: skip
+            del data
+        except (GexRecordError, OSError) as exc:
+            return self._fail(job, str(exc))
+        with self.paths.lock(self.config.lock_timeout):
+            try:
+                self._load_duckdb(job, parsed.table)
+                files = self._write_canonical(job, parsed, staged)
+            except (GexRecordError, duckdb.Error, OSError, pa.ArrowException) as exc:
+                self._unload_duckdb(job.id)
+                return self._fail(job, f"{type(exc).__name__}: {exc}", locked=True)
+            with self.store.connect(locked=False) as con:
+                job = self.store.update(
+                    con, job.id, event="completed", status=COMPLETED,
+                    records_processed=parsed.records, rows_written=parsed.table.num_rows,
+                    canonical_files=[f["path"] for f in files], last_error=None,
+                    details={"files": files, "staged_sha256": job.checksum},
+                )  # fmt: skip
+                if job.corrects_job_id is not None:
+                    self._supersede(con, job, files)
+        self.log(
+            f"job {job.id}: imported {parsed.records:,} records, {parsed.table.num_rows:,} rows"
+        )
+        return job
+
+    def _fail(self, job: ImportJob, message: str, *, locked: bool = False) -> ImportJob:
+        self.log(f"job {job.id}: failed: {message}")
+        with self.store.connect(locked=not locked) as con:
+            return self.store.update(con, job.id, event="failed", status=FAILED, last_error=message)
+
+    def _load_duckdb(self, job: ImportJob, table: pa.Table) -> None:
+        """Staging table, integrity checks, then `strikes` (idempotent per job)."""
+        staging = f"staging_strikes_{int(job.id)}"
+        con = duckdb.connect(str(self.paths.data_db))
+        try:
+            con.register("batch_df", table)
+            con.execute(f"CREATE OR REPLACE TABLE {staging} AS SELECT * FROM batch_df")
+            rows, null_ts = con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE timestamp IS NULL OR snapshot_ts_utc IS NULL) FROM {staging}"
+            ).fetchone()
+            if rows == 0:
+                raise GexRecordError(f"{job.staged_path}: integrity check: no records")
+            if null_ts:
+                raise GexRecordError(
+                    f"{job.staged_path}: integrity check: {null_ts} rows without a timestamp"
+                )
+            con.execute("CREATE TABLE IF NOT EXISTS strikes AS SELECT * FROM batch_df LIMIT 0")
+            con.execute("BEGIN")
+            con.execute("DELETE FROM strikes WHERE job_id = ?", [job.id])
+            con.execute(f"INSERT INTO strikes SELECT * FROM {staging}")
+            con.execute("COMMIT")
+            con.execute(f"DROP TABLE {staging}")
+        finally:
+            con.close()
+
+    def _unload_duckdb(self, job_id: int) -> None:
+        if not self.paths.data_db.exists():
+            return
+        con = duckdb.connect(str(self.paths.data_db))
+        try:
+            con.execute(f"DROP TABLE IF EXISTS staging_strikes_{int(job_id)}")
+            if con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'strikes'"
+            ).fetchone()[0]:
+                con.execute("DELETE FROM strikes WHERE job_id = ?", [job_id])
+        finally:
+            con.close()
+
+    def canonical_path(self, job: ImportJob, month: str) -> Path:
+        year, mm = month.split("-")
+        return (
+            self.paths.parquet_root
+            / year
+            / mm
+            / job.ticker
+            / job.endpoint
+            / f"strikes_job{job.id}.parquet"
+        )
+
+    def _write_canonical(
+        self, job: ImportJob, parsed: ParsedFile, staged: Path
+    ) -> list[dict[str, Any]]:
+        """One Parquet file per month of the job's snapshots, each with its sidecar."""
+        table = parsed.table
+        months = pc.strftime(table["snapshot_ts_utc"], format="%Y-%m")
+        parent = self.custody.file_parent(UPath(staged), sha256=job.checksum)
+        written = []
+        for month in sorted(pc.unique(months).to_pylist()):
+            part = table.filter(pc.equal(months, month))
+            path = self.canonical_path(job, month)
+            old = sha256_file(path)[0] if path.exists() else None
+            result = write_parquet(UPath(path), part)
+            record = self.custody.processed(
+                UPath(path), sha256=result.sha256, size_bytes=result.size_bytes, parents=[parent],
+                transformation_name=TRANSFORMATION,
+                transformation_params={"job_id": job.id, "ticker": job.ticker, "endpoint": job.endpoint, "month": month},
+                rows=result.rows, asset_key="gex_strikes", partition_key=job.partition_key, run_id=self.run_id,
+            )  # fmt: skip
+            write_sidecar(UPath(path), record)
+            relative = self.custody.relative(path)
+            if old is not None and old != result.sha256:
+                # Only a job that never completed can find its own file: an interrupted attempt.
+                with self.store.connect(locked=False) as con:
+                    self.store.record(
+                        con, job.id, "rewrite", None, reason="an earlier attempt of this job was interrupted",
+                        details={"path": relative, "old_sha256": old, "new_sha256": result.sha256},
+                    )  # fmt: skip
+            written.append(
+                {"path": relative, "sha256": result.sha256, "rows": result.rows, "month": month}
+            )
+        return written
+
+    def _supersede(
+        self, con: duckdb.DuckDBPyConnection, job: ImportJob, files: list[dict[str, Any]]
+    ) -> None:
+        """A completed correction retires the original's canonical files; the rewrite is recorded."""
+        original = self.store.get(con, job.corrects_job_id)
+        old_files = []
+        for rel in original.canonical_files:
+            src = self.paths.data_root / rel
+            if not src.exists():
+                continue
+            sha = read_sidecar(UPath(src)).file_sha256
+            dest = self.paths.archive_dir / "superseded" / Path(rel).relative_to("parquet/gex")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ("", SIDECAR_SUFFIX):
+                os.replace(str(src) + suffix, str(dest) + suffix)
+            old_files.append(
+                {"path": rel, "sha256": sha, "archived_to": self.custody.relative(dest)}
+            )
+        data = duckdb.connect(str(self.paths.data_db))
+        try:
+            data.execute("DELETE FROM strikes WHERE job_id = ?", [original.id])
+        finally:
+            data.close()
+        details = {
+            "original_job_id": original.id, "correction_job_id": job.id,
+            "old_staged_sha256": original.checksum, "new_staged_sha256": job.checksum,
+            "old_files": old_files, "new_files": files,
+        }  # fmt: skip
+        if original.status == COMPLETED:
+            self.store.update(
+                con,
+                original.id,
+                event="rewrite",
+                status=SUPERSEDED,
+                reason=job.reason,
+                details=details,
+            )
+        else:
+            self.store.record(
+                con, original.id, "rewrite", original.status, reason=job.reason, details=details
+            )
+        self.store.record(con, job.id, "rewrite", COMPLETED, reason=job.reason, details=details)
+        self.log(
+            f"job {job.id} corrects job {original.id} ({job.reason}): {len(old_files)} file(s) superseded"
+        )
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def retention(self, now: dt.datetime | None = None) -> RetentionReport:
+        """Remove staged files older than `retention_days` whose jobs are all done."""
+        now = now or dt.datetime.now(dt.UTC)
+        cutoff = now - dt.timedelta(days=self.config.retention_days)
+        report = RetentionReport()
+        folder = self.paths.staging_dir
+        if not folder.is_dir():
+            return report
+        with self.paths.lock(self.config.lock_timeout), self.store.connect(locked=False) as con:
+            jobs = self.store.find(con)
+            by_file: dict[str, list[ImportJob]] = {}
+            for job in jobs:
+                if job.staged_path:
+                    by_file.setdefault(job.staged_path, []).append(job)
+            for path in sorted(folder.iterdir()):
+                if (
+                    path.name.startswith(".")
+                    or path.name.endswith(SIDECAR_SUFFIX)
+                    or not path.is_file()
+                ):
+                    continue
+                if _staged_at(path) >= cutoff:
+                    continue
+                rel = self.custody.relative(path)
+                refs = by_file.get(rel, [])
+                open_jobs = [j for j in refs if j.status not in (COMPLETED, SKIPPED, SUPERSEDED)]
+                if not refs:
+                    report.kept[rel] = "no import job refers to it"
+                elif open_jobs:
+                    report.kept[rel] = ", ".join(f"job {j.id} is {j.status}" for j in open_jobs)
+                if rel in report.kept:
+                    self.log(f"retention: kept {rel}: {report.kept[rel]}")
+                    continue
+                sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+                archived = None
+                if self.config.archive:
+                    dest = self.paths.archive_dir / "staged" / path.name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, dest)
+                    if sidecar.exists():
+                        shutil.copy2(sidecar, dest.with_name(dest.name + SIDECAR_SUFFIX))
+                    if sha256_file(dest)[0] != sha256_file(path)[0]:
+                        raise OSError(
+                            f"archiving {path} to {dest}: the copy differs; nothing removed"
+                        )
+                    archived = self.custody.relative(dest)
+                    report.archived.append(archived)
+                path.unlink()
+                sidecar.unlink(missing_ok=True)
+                report.removed.append(rel)
+                for job in refs:
+                    self.store.record(
+                        con, job.id, "staged_file_removed", job.status,
+                        reason=f"retention: older than {self.config.retention_days} days",
+                        details={"path": rel, "archived_to": archived},
+                    )  # fmt: skip
+                self.log(
+                    f"retention: removed {rel}" + (f" (archived to {archived})" if archived else "")
+                )
+        return report
+
+
+def _staged_at(path: Path) -> dt.datetime:
+    """When a staged file was downloaded: its sidecar's time, else its modification time."""
+    with contextlib.suppress(CustodyError):
+        stamp = getattr(read_sidecar(UPath(path)), "download_timestamp", None)
+        if stamp is not None:
+            return stamp
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
