@@ -41,6 +41,12 @@ dev: $(STAMP)
 ## make bench: the benchmarks in bench/, each printing its figures and the ratio to plain engines
 bench: $(STAMP)
 	$(BIN)/python bench/lake_io.py
+	$(BIN)/python bench/sample.py
+	$(BIN)/python bench/gex_import.py
+	$(BIN)/python bench/staging_export.py
+	$(BIN)/python bench/bronze_day.py
+	$(BIN)/python bench/hq_export.py
+	$(BIN)/python bench/market_features.py
 
 ## make contracts: regenerate the published JSON Schemas and contract docs from contracts/
 contracts: $(STAMP)

@@ -39,8 +39,12 @@ def make_table(rows: int, seed: int = 1) -> pa.Table:
     start = np.datetime64("2026-01-05T00:00:00", "us").astype(np.int64)
     return pa.table(
         {
-            "event_ts_utc": pa.array(start + np.sort(rng.integers(0, 86_400_000_000, rows)), pa.timestamp("us", tz="UTC")),
-            "symbol": pa.array(rng.choice(["BTC-USDT", "ETH-USDT", "SOL-USDT", "BTC-USD"], rows)).dictionary_encode().cast(pa.string()),
+            "event_ts_utc": pa.array(
+                start + np.sort(rng.integers(0, 86_400_000_000, rows)), pa.timestamp("us", tz="UTC")
+            ),
+            "symbol": pa.array(rng.choice(["BTC-USDT", "ETH-USDT", "SOL-USDT", "BTC-USD"], rows))
+            .dictionary_encode()
+            .cast(pa.string()),
             "price": pa.array(60_000 + np.cumsum(rng.normal(0, 2, rows))),
             "size": pa.array(rng.exponential(0.3, rows)),
             "side": pa.array(rng.choice(["buy", "sell"], rows)),
@@ -85,12 +89,17 @@ def main() -> int:
 
         def write_context():
             return dg.build_output_context(
-                asset_key=ASSET, partition_key=DAY, definition_metadata=metadata, asset_partitions_def=PARTITIONS,
+                asset_key=ASSET,
+                partition_key=DAY,
+                definition_metadata=metadata,
+                asset_partitions_def=PARTITIONS,
                 instance=instance,
             )
 
         def read_context():
-            upstream = dg.build_output_context(asset_key=ASSET, definition_metadata=metadata, instance=instance)
+            upstream = dg.build_output_context(
+                asset_key=ASSET, definition_metadata=metadata, instance=instance
+            )
             return dg.build_input_context(
                 asset_key=ASSET,
                 partition_key=DAY,
@@ -108,13 +117,21 @@ def main() -> int:
 
         plain_write()
         lake_write(write_context())
-        assert plain_read().equals(lake_read(read_context())), "the IO manager read back different rows"
+        assert plain_read().equals(lake_read(read_context())), (
+            "the IO manager read back different rows"
+        )
 
         figures = {
-            "write": (timed(plain_write, args.repeat), timed(lake_write, args.repeat, write_context)),
+            "write": (
+                timed(plain_write, args.repeat),
+                timed(lake_write, args.repeat, write_context),
+            ),
             "read": (timed(plain_read, args.repeat), timed(lake_read, args.repeat, read_context)),
         }
-        sizes = (plain_path.stat().st_size, (root / "lake/bronze/bronze_bench_trades/date=2026-01-05/data.parquet").stat().st_size)
+        sizes = (
+            plain_path.stat().st_size,
+            (root / "lake/bronze/bronze_bench_trades/date=2026-01-05/data.parquet").stat().st_size,
+        )
 
         print(f"lake IO manager vs plain pyarrow, {args.rows:,} rows, median of {args.repeat}")
         print(f"{'op':<6} {'pyarrow rows/s':>16} {'IO manager rows/s':>18} {'ratio':>7}")
@@ -122,8 +139,12 @@ def main() -> int:
         for op, (plain_s, lake_s) in figures.items():
             ratio = plain_s / lake_s
             worst = min(worst, ratio)
-            print(f"{op:<6} {args.rows / plain_s:>16,.0f} {args.rows / lake_s:>18,.0f} {ratio:>7.2f}")
-        print(f"file size: pyarrow {sizes[0]:,} B, IO manager {sizes[1]:,} B (sidecar and SHA256 included in the timing)")
+            print(
+                f"{op:<6} {args.rows / plain_s:>16,.0f} {args.rows / lake_s:>18,.0f} {ratio:>7.2f}"
+            )
+        print(
+            f"file size: pyarrow {sizes[0]:,} B, IO manager {sizes[1]:,} B (sidecar and SHA256 included in the timing)"
+        )
 
         # Streaming: ten times the rows, in batches, never materialized as one table.
         stream_rows = args.rows * 10
@@ -134,8 +155,11 @@ def main() -> int:
                 yield from chunk.to_batches()
 
         ctx = dg.build_output_context(
-            asset_key=dg.AssetKey("bronze_bench_stream"), partition_key=DAY, definition_metadata=metadata,
-            asset_partitions_def=PARTITIONS, instance=instance,
+            asset_key=dg.AssetKey("bronze_bench_stream"),
+            partition_key=DAY,
+            definition_metadata=metadata,
+            asset_partitions_def=PARTITIONS,
+            instance=instance,
         )
         process = psutil.Process()
         baseline = process.memory_info().rss
@@ -158,7 +182,9 @@ def main() -> int:
             f"RSS rose at most {(peak[0] - baseline) / 2**20:,.0f} MiB above its start (the rows as one table "
             f"would take {chunk.nbytes * (stream_rows // chunk.num_rows) / 2**20:,.0f} MiB)"
         )
-        print(f"target: ratio >= 0.80 -> {'met' if worst >= 0.8 else 'NOT met'} (worst {worst:.2f})")
+        print(
+            f"target: ratio >= 0.80 -> {'met' if worst >= 0.8 else 'NOT met'} (worst {worst:.2f})"
+        )
     return 0
 
 

@@ -204,7 +204,10 @@ def markdown_doc(model: type[ContractModel]) -> str:
         lines += [f"Primary key: ({', '.join(f'`{c}`' for c in info.primary_key)})", ""]
     for guard in info.unique:
         lines += [f"Unique: ({', '.join(f'`{c}`' for c in guard)})", ""]
-    lines += ["| field | type | required | nullable | description |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "| field | type | required | nullable | description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     nested: list[type[BaseModel]] = []
     for name, field_info in model.model_fields.items():
         inner, nullable = _strip_optional(field_info.annotation)
@@ -214,7 +217,9 @@ def markdown_doc(model: type[ContractModel]) -> str:
         required = "yes" if field_info.is_required() else "no"
         description = (field_info.description or "").replace("|", "\\|")
         label = _type_label(field_info.annotation, field_info)
-        lines.append(f"| `{name}` | {label} | {required} | {'yes' if nullable else 'no'} | {description} |")
+        lines.append(
+            f"| `{name}` | {label} | {required} | {'yes' if nullable else 'no'} | {description} |"
+        )
     seen: set[type[BaseModel]] = set()
     for sub in nested:
         if sub in seen:
@@ -253,7 +258,9 @@ def schema_violations(actual: pa.Schema, model: type[ContractModel]) -> list[str
     return problems
 
 
-def key_duplicates(table: pa.Table, columns: Iterable[str], limit: int = 20) -> list[dict[str, Any]]:
+def key_duplicates(
+    table: pa.Table, columns: Iterable[str], limit: int = 20
+) -> list[dict[str, Any]]:
     """Key values that occur more than once in the table (at most `limit` of them)."""
     columns = list(columns)
     if table.num_rows == 0:
@@ -265,7 +272,14 @@ def key_duplicates(table: pa.Table, columns: Iterable[str], limit: int = 20) -> 
 
 def registered_contracts() -> list[type[ContractModel]]:
     """Every contract the project defines, in a stable order."""
-    from contracts import custody, market
+    from contracts import custody, gex, hq, market, market_features, staging
 
-    models: list[type[ContractModel]] = [*custody.CONTRACTS, *market.CONTRACTS]
+    models: list[type[ContractModel]] = [
+        *custody.CONTRACTS,
+        *gex.CONTRACTS,
+        *hq.CONTRACTS,
+        *market.CONTRACTS,
+        *market_features.CONTRACTS,
+        *staging.CONTRACTS,
+    ]
     return sorted(models, key=lambda m: m.contract.name)

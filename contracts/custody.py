@@ -34,10 +34,12 @@ class ParentRef(ContractModel):
     """One input of a file: another file (verifiable on disk), a URL, or a database query."""
 
     kind: Literal["file", "url", "query"] = Field(
-        "file", description="`file`: a file under the data or lake root; `url`: where a download came from; `query`: rows read from a database."
+        "file",
+        description="`file`: a file under the data or lake root; `url`: where a download came from; `query`: rows read from a database.",
     )
     path: str = Field(
-        ..., description="For a file, its path relative to the root; for a URL, the URL; for a query, the redacted DSN and relation."
+        ...,
+        description="For a file, its path relative to the root; for a URL, the URL; for a query, the redacted DSN and relation.",
     )
     sha256: str | None = Field(
         None,
@@ -53,13 +55,24 @@ class ParentRef(ContractModel):
 class _CustodyRecord(ContractModel):
     contract: ClassVar[ContractInfo]
 
-    contract_name: str = Field(..., description="Name of the metadata contract this sidecar follows.")
+    contract_name: str = Field(
+        ..., description="Name of the metadata contract this sidecar follows."
+    )
     contract_version: str = Field(..., description="Version of that contract.")
-    path: str = Field(..., description="The file's path relative to the data root (or the lake root for lake files).")
-    parents: list[ParentRef] = Field(default_factory=list, description="The inputs this file was made from.")
+    path: str = Field(
+        ...,
+        description="The file's path relative to the data root (or the lake root for lake files).",
+    )
+    parents: list[ParentRef] = Field(
+        default_factory=list, description="The inputs this file was made from."
+    )
     asset_key: str | None = Field(None, description="Dagster asset that wrote the file, if any.")
-    partition_key: str | None = Field(None, description="Dagster partition the file belongs to, if any.")
-    run_id: str | None = Field(None, description="Dagster run id (or another run identifier) that wrote the file.")
+    partition_key: str | None = Field(
+        None, description="Dagster partition the file belongs to, if any."
+    )
+    run_id: str | None = Field(
+        None, description="Dagster run id (or another run identifier) that wrote the file."
+    )
     code_version: str | None = Field(None, description="Version of the code that wrote the file.")
 
     @field_validator("path")
@@ -74,9 +87,15 @@ class _CustodyRecord(ContractModel):
     def _fill_identity(cls, data: Any) -> Any:
         # Writers need not repeat the identity; readers reject a sidecar of another contract or major.
         if isinstance(data, dict):
-            data = {"contract_name": cls.contract.name, "contract_version": cls.contract.version, **data}
+            data = {
+                "contract_name": cls.contract.name,
+                "contract_version": cls.contract.version,
+                **data,
+            }
             if data["contract_name"] != cls.contract.name:
-                raise ValueError(f"contract_name is {data['contract_name']!r}, expected {cls.contract.name!r}")
+                raise ValueError(
+                    f"contract_name is {data['contract_name']!r}, expected {cls.contract.name!r}"
+                )
             major = str(data["contract_version"]).split(".")[0]
             if major != str(cls.contract.major):
                 raise ValueError(
@@ -95,13 +114,23 @@ class DownloadMetadata(_CustodyRecord):
         description="Sidecar of a raw file downloaded from a URL (spec: metadata-chain-of-custody, DownloadMetadata).",
     )
 
-    source_url: str = Field(..., description="URL the file was downloaded from (credentials removed).")
-    download_timestamp: dt.datetime = Field(default_factory=_utc_now, description="When the download finished (UTC).")
+    source_url: str = Field(
+        ..., description="URL the file was downloaded from (credentials removed)."
+    )
+    download_timestamp: dt.datetime = Field(
+        default_factory=_utc_now, description="When the download finished (UTC)."
+    )
     etag: str | None = Field(None, description="ETag the server sent, if any.")
-    sha256: str = Field(..., pattern=SHA256_PATTERN, description="SHA256 hash of the downloaded file content.")
+    sha256: str = Field(
+        ..., pattern=SHA256_PATTERN, description="SHA256 hash of the downloaded file content."
+    )
     compressed_size: int = Field(..., ge=0, description="Size of the file on disk in bytes.")
-    uncompressed_size_estimate: int | None = Field(None, ge=0, description="Estimated size after decompression.")
-    compression: CompressionType = Field(..., description="Compression detected from the file's bytes.")
+    uncompressed_size_estimate: int | None = Field(
+        None, ge=0, description="Estimated size after decompression."
+    )
+    compression: CompressionType = Field(
+        ..., description="Compression detected from the file's bytes."
+    )
 
     @property
     def file_sha256(self) -> str:
@@ -118,12 +147,22 @@ class SampleMetadata(_CustodyRecord):
         description="Sidecar of a sample drawn from a larger file (spec: metadata-chain-of-custody, SampleMetadata).",
     )
 
-    parent_sha256: str = Field(..., pattern=SHA256_PATTERN, description="SHA256 hash of the original raw download.")
-    sample_sha256: str = Field(..., pattern=SHA256_PATTERN, description="SHA256 hash of the sample file content.")
-    created_at: dt.datetime = Field(default_factory=_utc_now, description="When the sample was written (UTC).")
-    regime_type: str = Field(..., description="Type of sampling performed (e.g., 'head', 'random', 'systematic').")
+    parent_sha256: str = Field(
+        ..., pattern=SHA256_PATTERN, description="SHA256 hash of the original raw download."
+    )
+    sample_sha256: str = Field(
+        ..., pattern=SHA256_PATTERN, description="SHA256 hash of the sample file content."
+    )
+    created_at: dt.datetime = Field(
+        default_factory=_utc_now, description="When the sample was written (UTC)."
+    )
+    regime_type: str = Field(
+        ..., description="Type of sampling performed (e.g., 'head', 'random', 'systematic')."
+    )
     n_rows: int = Field(..., ge=0, description="Number of records captured in the sample.")
-    source_offset: int | None = Field(None, ge=0, description="Starting position in the source file.")
+    source_offset: int | None = Field(
+        None, ge=0, description="Starting position in the source file."
+    )
     strategy_used: str = Field(..., description="Name of the sampling strategy class used.")
     sampler_version: str = Field("1.0", description="Version of the sampler logic.")
     seed: int | None = Field(None, description="Random seed, for the random regime.")
@@ -152,10 +191,19 @@ class ProcessedMetadata(_CustodyRecord):
         pattern=SHA256_PATTERN,
         description="SHA256 hash of the input file to this process (could be raw, sample, or another processed file).",
     )
-    processed_sha256: str = Field(..., pattern=SHA256_PATTERN, description="SHA256 hash of the output processed file content.")
-    created_at: dt.datetime = Field(default_factory=_utc_now, description="When the file was written (UTC).")
-    transformation_name: str = Field(..., description="Name of the transformation applied (e.g., 'SchemaEnrichment', 'FieldNormalization').")
-    transformation_params: dict[str, Any] = Field(default_factory=dict, description="Parameters used for the transformation.")
+    processed_sha256: str = Field(
+        ..., pattern=SHA256_PATTERN, description="SHA256 hash of the output processed file content."
+    )
+    created_at: dt.datetime = Field(
+        default_factory=_utc_now, description="When the file was written (UTC)."
+    )
+    transformation_name: str = Field(
+        ...,
+        description="Name of the transformation applied (e.g., 'SchemaEnrichment', 'FieldNormalization').",
+    )
+    transformation_params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters used for the transformation."
+    )
     processor_version: str = Field("1.0", description="Version of the processing logic.")
     size_bytes: int = Field(..., ge=0, description="Size of the file in bytes.")
     rows: int | None = Field(None, ge=0, description="Rows in the file, for tabular data.")

@@ -11,7 +11,9 @@ import sys
 
 from upath import UPath
 
+from pipeline_assets.cli_custody import add_custody_commands
 from pipeline_assets.lib.custody import CustodyError, verify_file
+from pipeline_assets.lib.gex.cli import add_gex_commands
 from pipeline_assets.lib.settings import Settings, SettingsError
 
 
@@ -34,7 +36,9 @@ def _verify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(record.model_dump(mode="json"), sort_keys=True))
         else:
-            print(f"ok     {name}  sha256={record.file_sha256}  contract={record.contract_name}/{record.contract_version}")
+            print(
+                f"ok     {name}  sha256={record.file_sha256}  contract={record.contract_name}/{record.contract_version}"
+            )
     return status
 
 
@@ -42,7 +46,11 @@ def _postgres_stop(args: argparse.Namespace) -> int:
     from pipeline_assets.lib.postgres import stop_embedded
 
     folder = Settings.from_env().postgres_dir
-    print(f"stopped the embedded PostgreSQL in {folder}" if stop_embedded(folder) else f"no embedded PostgreSQL runs in {folder}")
+    print(
+        f"stopped the embedded PostgreSQL in {folder}"
+        if stop_embedded(folder)
+        else f"no embedded PostgreSQL runs in {folder}"
+    )
     return 0
 
 
@@ -50,17 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="generate demo sources, materialize every asset, run every check, print a summary")
+    demo = commands.add_parser(
+        "demo",
+        help="generate demo sources, materialize every asset, run every check, print a summary",
+    )
     demo.set_defaults(handler=_demo)
 
-    verify = commands.add_parser("verify", help="check files against their chain-of-custody sidecars")
+    verify = commands.add_parser(
+        "verify", help="check files against their chain-of-custody sidecars"
+    )
     verify.add_argument("files", nargs="+", help="data files (their sidecars are FILE.meta.json)")
     verify.add_argument("--json", action="store_true", help="print each verified sidecar as JSON")
     verify.set_defaults(handler=_verify)
 
+    add_custody_commands(commands)
+    add_gex_commands(commands)
+
     postgres = commands.add_parser("postgres", help="the embedded PostgreSQL under the data root")
     postgres_commands = postgres.add_subparsers(dest="postgres_command", required=True)
-    stop = postgres_commands.add_parser("stop", help="stop the embedded server (the next run starts it again)")
+    stop = postgres_commands.add_parser(
+        "stop", help="stop the embedded server (the next run starts it again)"
+    )
     stop.set_defaults(handler=_postgres_stop)
     return parser
 

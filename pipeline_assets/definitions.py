@@ -11,7 +11,9 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_assets.lib.settings import Settings
+from pipeline_assets.resources.gex_store import GexStore
 from pipeline_assets.resources.lake_io_manager import LakeIOManager
+from pipeline_assets.resources.market_features import MarketFeatureSettings
 from pipeline_assets.resources.market_sources import MarketSources
 from pipeline_assets.resources.source_postgres import SourcePostgres
 
@@ -35,6 +37,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
             dsn=_env_or_none("PIPELINE_DX_SOURCE_DSN"),
             embedded_dir=str(settings.postgres_dir),
         ),
+        "market_features": MarketFeatureSettings(
+            staleness_limit_s=settings.market_staleness_limit_s
+        ),
+        "gex_store": GexStore.from_settings(settings),
         "market_sources": MarketSources(
             workers_dir=str(settings.workers_dir), data_root=str(settings.data_root)
         ),

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from pipeline_assets.lib.gex.demo_sources import demo_gex_partition_keys, write_demo_gex_jobs
+from pipeline_assets.lib.gex.imports import GexConfig, GexImporter
 from pipeline_assets.lib.market.demo_sources import write_demo_worker_files
 from pipeline_assets.lib.settings import Settings
 
@@ -30,8 +32,54 @@ def _market_workers(settings: Settings) -> str:
     return f"collector SQLite: {len(files)} worker files for {DEMO_DAYS[0]}..{DEMO_DAYS[-1]} in {settings.workers_dir}"
 
 
+def _hq_source(settings: Settings) -> str:
+    from pipeline_assets.lib.hq.source_tables import write_demo_source
+    from pipeline_assets.lib.postgres import embedded_dsn
+
+    return write_demo_source(
+        settings.dx_source_dsn or embedded_dsn(settings.postgres_dir), list(DEMO_DAYS)
+    )
+
+
+def _gex_jobs(settings: Settings) -> str:
+    return write_demo_gex_jobs(
+        GexImporter(settings.data_root, GexConfig.from_settings(settings)), list(DEMO_DAYS)
+    )
+
+
 # Each generator writes its pipeline's demo sources idempotently and says what it wrote.
-DEMO_SOURCE_GENERATORS: tuple[Callable[[Settings], str], ...] = (_market_workers,)
+DEMO_SOURCE_GENERATORS: tuple[Callable[[Settings], str], ...] = (
+    _market_workers,
+    _gex_jobs,
+    _hq_source,
+)
+
+# Dynamic partitions the demo adds to the instance before it materializes (definition name ->
+# the keys its sources call for), as the domains' sensors would.
+DEMO_DYNAMIC_PARTITIONS: dict[str, Callable[[Settings], list[str]]] = {
+    "gex_import_jobs": lambda s: demo_gex_partition_keys(
+        GexImporter(s.data_root, GexConfig.from_settings(s))
+    ),
+}
+
+# Run config for assets whose defaults do not fit the fixed demo days (keyed by asset key; used
+# only when the asset is in the run): the staging export covers the demo days, not the last 24 h.
+DEMO_ASSET_CONFIG: dict[str, dict] = {
+    "staging_export": {
+        "hours": 24.0 * len(DEMO_DAYS),
+        "end_utc": f"{DEMO_DAYS[-1] + dt.timedelta(days=1)}T00:00:00Z",
+        "output_format": "sqlite",
+    },
+}
+
+
+def _demo_run_config(keys: Sequence[dg.AssetKey]) -> dict:
+    ops = {
+        k.to_user_string(): {"config": DEMO_ASSET_CONFIG[k.to_user_string()]}
+        for k in keys
+        if k.to_user_string() in DEMO_ASSET_CONFIG
+    }
+    return {"ops": ops} if ops else {}
 
 
 @dataclass
@@ -53,23 +101,35 @@ class DemoReport:
 
     @property
     def success(self) -> bool:
-        return all(ok for _, ok in self.runs) and not any(a.checks_failed for a in self.assets.values())
+        return all(ok for _, ok in self.runs) and not any(
+            a.checks_failed for a in self.assets.values()
+        )
 
 
 def generate_demo_sources(settings: Settings) -> list[str]:
     return [generate(settings) for generate in DEMO_SOURCE_GENERATORS]
 
 
-def _demo_partition_keys(partitions_def: dg.PartitionsDefinition | None, instance: dg.DagsterInstance) -> list[str] | None:
+def _demo_partition_keys(
+    partitions_def: dg.PartitionsDefinition | None, instance: dg.DagsterInstance
+) -> list[str] | None:
     """The partitions the demo materializes; None for an unpartitioned asset."""
     if partitions_def is None:
         return None
     if isinstance(partitions_def, dg.DailyPartitionsDefinition):
         return [d.isoformat() for d in DEMO_DAYS]
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        # Finer time windows (hourly, 15-minute): those of the demo days, where the demo sources
+        # put their rows, not every window since the definition's start.
+        start = dt.datetime.combine(DEMO_DAYS[0], dt.time(), dt.UTC)
+        end = dt.datetime.combine(DEMO_DAYS[-1] + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return list(partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(start, end)))
     return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
 
 
-def _run_groups(defs: dg.Definitions) -> list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]]:
+def _run_groups(
+    defs: dg.Definitions,
+) -> list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]]:
     """Materializable assets grouped by partitioning, groups in dependency order."""
     graph = defs.resolve_asset_graph()
     order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
@@ -85,33 +145,56 @@ def _run_groups(defs: dg.Definitions) -> list[tuple[dg.PartitionsDefinition | No
 
 def _folder_of(files: Sequence[str]) -> str:
     parts = files[0].split("/") if files else []
-    return "/".join(parts[:2]) + "/" if len(parts) >= 2 else "-"
+    # The dataset folder: `bronze/bronze_trades/` of a lake file, `staging/` of a staging export.
+    return "/".join(parts[: min(2, len(parts) - 1)]) + "/" if len(parts) >= 2 else "-"
 
 
-def run_demo(settings: Settings, instance: dg.DagsterInstance, defs: dg.Definitions, log: Callable[[str], None] = print) -> DemoReport:
+def run_demo(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    log: Callable[[str], None] = print,
+) -> DemoReport:
     started = time.monotonic()
     sources = generate_demo_sources(settings)
     for line in sources:
         log(f"demo source  {line}")
+    for name, keys_of in DEMO_DYNAMIC_PARTITIONS.items():
+        known = set(instance.get_dynamic_partitions(name))
+        instance.add_dynamic_partitions(name, [k for k in keys_of(settings) if k not in known])
     job = defs.resolve_implicit_global_asset_job_def()
     summaries: dict[str, AssetSummary] = {}
     runs: list[tuple[str, bool]] = []
     for partitions_def, keys in _run_groups(defs):
         partition_keys = _demo_partition_keys(partitions_def, instance)
         if partition_keys == []:
-            log(f"skipping {', '.join(k.to_user_string() for k in keys)}: no partitions to materialize")
+            log(
+                f"skipping {', '.join(k.to_user_string() for k in keys)}: no partitions to materialize"
+            )
             continue
-        tags = {} if partition_keys is None else {RANGE_START_TAG: partition_keys[0], RANGE_END_TAG: partition_keys[-1]}
+        tags = (
+            {}
+            if partition_keys is None
+            else {RANGE_START_TAG: partition_keys[0], RANGE_END_TAG: partition_keys[-1]}
+        )
         label = ", ".join(k.to_user_string() for k in keys)
         span = "" if partition_keys is None else f" for {partition_keys[0]}..{partition_keys[-1]}"
         log(f"materializing {label}{span}")
-        result = job.execute_in_process(instance=instance, asset_selection=keys, tags=tags, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=keys,
+            tags=tags,
+            run_config=_demo_run_config(keys),
+            raise_on_error=False,
+        )
         runs.append((result.run_id, result.success))
         for key in keys:
             summaries.setdefault(key.to_user_string(), AssetSummary(key.to_user_string()))
         for event in result.get_asset_materialization_events():
             mat = event.materialization
-            summary = summaries.setdefault(mat.asset_key.to_user_string(), AssetSummary(mat.asset_key.to_user_string()))
+            summary = summaries.setdefault(
+                mat.asset_key.to_user_string(), AssetSummary(mat.asset_key.to_user_string())
+            )
             metadata = mat.metadata
             if "dagster/row_count" in metadata:
                 summary.rows += int(metadata["dagster/row_count"].value)
@@ -122,12 +205,17 @@ def run_demo(settings: Settings, instance: dg.DagsterInstance, defs: dg.Definiti
             elif isinstance(metadata.get("row_counts_by_partition"), dg.JsonMetadataValue):
                 summary.partitions.update(metadata["row_counts_by_partition"].value)
         for evaluation in result.get_asset_check_evaluations():
-            summary = summaries.setdefault(evaluation.asset_key.to_user_string(), AssetSummary(evaluation.asset_key.to_user_string()))
+            summary = summaries.setdefault(
+                evaluation.asset_key.to_user_string(),
+                AssetSummary(evaluation.asset_key.to_user_string()),
+            )
             if evaluation.passed:
                 summary.checks_passed += 1
             else:
                 summary.checks_failed += 1
-                log(f"check failed: {evaluation.asset_key.to_user_string()}:{evaluation.check_name} {evaluation.description or ''}")
+                log(
+                    f"check failed: {evaluation.asset_key.to_user_string()}:{evaluation.check_name} {evaluation.description or ''}"
+                )
         if not result.success:
             log(f"run {result.run_id} failed; see it in the UI (make dev) or the log above")
     return DemoReport(sources, summaries, runs, time.monotonic() - started)
@@ -150,7 +238,9 @@ def format_summary(report: DemoReport, data_root: str) -> str:
     right = {1, 2, 3, 4}
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
 
     failed_runs = [run_id for run_id, ok in report.runs if not ok]
     out = [line(header), line(["-" * w for w in widths]), *map(line, rows)]

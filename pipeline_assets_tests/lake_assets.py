@@ -1,6 +1,5 @@
 """Small assets that exercise the lake IO manager in real Dagster runs (shared by several tests)."""
 
-
 import datetime as dt
 from collections.abc import Iterator
 
@@ -29,7 +28,8 @@ def day_rows(day: str, rows: int = 1000) -> pa.Table:
     return pa.table(
         {
             "event_ts": pa.array(
-                [base + dt.timedelta(seconds=i * 17) for i in range(rows)], pa.timestamp("us", tz="UTC")
+                [base + dt.timedelta(seconds=i * 17) for i in range(rows)],
+                pa.timestamp("us", tz="UTC"),
             ),
             "symbol": pa.array(["BTC-USDT" if i % 3 else "ETH-USDT" for i in range(rows)]),
             "price": pa.array([(seed % 997) + i * 0.25 for i in range(rows)], pa.float64()),

@@ -56,8 +56,19 @@ def test_fixed_assets_sit_in_their_groups_and_explain_themselves(loaded):
 def test_workspace_yaml_validates_with_the_cli(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(REPO), "PIPELINE_DATA_ROOT": str(tmp_path / "data")}
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "All code locations passed validation" in proc.stdout + proc.stderr
@@ -68,9 +79,13 @@ def test_settings_defaults_and_errors(tmp_path):
     assert settings.data_root == (Path.cwd() / "data").resolve()
     assert settings.lake_root == str(settings.data_root)
     assert settings.dx_source_dsn is None and str(settings.market_start_date) == "2020-01-01"
-    s3 = Settings.from_env({"PIPELINE_DATA_ROOT": str(tmp_path), "PIPELINE_LAKE_ROOT": "s3://bucket/lake/"})
+    s3 = Settings.from_env(
+        {"PIPELINE_DATA_ROOT": str(tmp_path), "PIPELINE_LAKE_ROOT": "s3://bucket/lake/"}
+    )
     assert s3.lake_root == "s3://bucket/lake" and s3.data_root == tmp_path
-    with pytest.raises(SettingsError, match="PIPELINE_MARKET_START_DATE='yesterday': expected a date"):
+    with pytest.raises(
+        SettingsError, match="PIPELINE_MARKET_START_DATE='yesterday': expected a date"
+    ):
         Settings.from_env({"PIPELINE_MARKET_START_DATE": "yesterday"})
     with pytest.raises(SettingsError, match="expected a local folder"):
         Settings.from_env({"PIPELINE_DATA_ROOT": "s3://bucket/data"})

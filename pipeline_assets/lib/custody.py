@@ -48,7 +48,9 @@ def combined_parent_sha256(parents: Iterable[ParentRef]) -> str:
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
-def relative_to_root(path: str | os.PathLike[str] | UPath, root: str | os.PathLike[str] | UPath) -> str:
+def relative_to_root(
+    path: str | os.PathLike[str] | UPath, root: str | os.PathLike[str] | UPath
+) -> str:
     """`path` relative to `root`, with forward slashes; refuses a path outside the root."""
     p, r = str(as_upath(path)), str(as_upath(root)).rstrip("/")
     if not p.startswith(r + "/"):
@@ -66,7 +68,9 @@ class MetadataFactory:
     def relative(self, path: str | os.PathLike[str] | UPath) -> str:
         return relative_to_root(path, self.root)
 
-    def file_parent(self, path: str | os.PathLike[str] | UPath, sha256: str | None = None, **details: Any) -> ParentRef:
+    def file_parent(
+        self, path: str | os.PathLike[str] | UPath, sha256: str | None = None, **details: Any
+    ) -> ParentRef:
         """A parent that is a file under this root; hashed from disk unless the hash is given."""
         sha = sha256 or sha256_file(path)[0]
         return ParentRef(kind="file", path=self.relative(path), sha256=sha, details=details)
@@ -216,5 +220,7 @@ def verify_file(data_path: UPath, *, expected_sha256: str | None = None) -> Cust
         raise CustodyError(f"{data_path}: SHA256 is {actual_sha}, expected {expected_sha256}")
     recorded_size = getattr(record, "size_bytes", None) or getattr(record, "compressed_size", None)
     if recorded_size is not None and recorded_size != actual_size:
-        raise CustodyError(f"{data_path}: size is {actual_size} bytes, its sidecar records {recorded_size}")
+        raise CustodyError(
+            f"{data_path}: size is {actual_size} bytes, its sidecar records {recorded_size}"
+        )
     return record

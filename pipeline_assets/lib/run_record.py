@@ -37,7 +37,9 @@ def run_record(
 ) -> dict[str, Any]:
     """The applicable run-contract fields, with the contract's names; absent ones are left out."""
     if run_finished_utc is not None and run_finished_utc < run_started_utc:
-        raise ValueError(f"run_finished_utc {run_finished_utc} is before run_started_utc {run_started_utc}")
+        raise ValueError(
+            f"run_finished_utc {run_finished_utc} is before run_started_utc {run_started_utc}"
+        )
     record: dict[str, Any] = {"run_id": run_id, "run_started_utc": utc_iso(run_started_utc)}
     if run_finished_utc is not None:
         record["run_finished_utc"] = utc_iso(run_finished_utc)

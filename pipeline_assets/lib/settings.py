@@ -31,6 +31,54 @@ def _is_url(value: str) -> bool:
     return "://" in value
 
 
+def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds > 0")
+    return value
+
+
+def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
+    raw = env.get(name) or default
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: expected a date as YYYY-MM-DD") from exc
+
+
+def _minutes_in(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise SettingsError(f"{name}={raw!r}: expected whole minutes from {low} to {high}")
+    return int(raw)
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < low:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number >= {low}")
+    return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where data lives and which sources the pipelines read.
@@ -46,6 +94,13 @@ class Settings:
     dx_source_dsn: str | None
     market_start_date: dt.date
     s3_endpoint_url: str | None
+    market_staleness_limit_s: float = 300.0
+    hq_start_date: dt.date = dt.date(2026, 1, 1)
+    hq_microbatch_minutes: int = 5
+    gex_retention_days: int = 14
+    gex_archive: bool = False
+    gex_max_download_bytes: int = 512 * 1024 * 1024
+    gex_download_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,8 +114,10 @@ class Settings:
             )
         data_root = Path(raw_root).expanduser().resolve()
         raw_lake = env.get("PIPELINE_LAKE_ROOT") or ""
-        lake_root = raw_lake.rstrip("/") if _is_url(raw_lake) else str(
-            Path(raw_lake).expanduser().resolve() if raw_lake else data_root
+        lake_root = (
+            raw_lake.rstrip("/")
+            if _is_url(raw_lake)
+            else str(Path(raw_lake).expanduser().resolve() if raw_lake else data_root)
         )
         raw_start = env.get("PIPELINE_MARKET_START_DATE") or DEFAULT_MARKET_START_DATE
         try:
@@ -75,6 +132,17 @@ class Settings:
             dx_source_dsn=env.get("PIPELINE_DX_SOURCE_DSN") or None,
             market_start_date=market_start_date,
             s3_endpoint_url=env.get("PIPELINE_S3_ENDPOINT_URL") or None,
+            market_staleness_limit_s=_positive_seconds(
+                env, "PIPELINE_MARKET_STALENESS_LIMIT_S", 300.0
+            ),
+            hq_start_date=_date(env, "PIPELINE_HQ_START_DATE", "2026-01-01"),
+            hq_microbatch_minutes=_minutes_in(env, "PIPELINE_HQ_MICROBATCH_MINUTES", 5, 5, 15),
+            gex_retention_days=_whole(env, "PIPELINE_GEX_RETENTION_DAYS", 14, 1),
+            gex_archive=_flag(env, "PIPELINE_GEX_ARCHIVE"),
+            gex_max_download_bytes=_whole(env, "PIPELINE_GEX_MAX_DOWNLOAD_MB", 512, 1)
+            * 1024
+            * 1024,
+            gex_download_timeout_s=_positive_seconds(env, "PIPELINE_GEX_DOWNLOAD_TIMEOUT_S", 30.0),
         )
 
     @property

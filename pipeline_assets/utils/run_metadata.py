@@ -26,7 +26,11 @@ def run_metadata(
     finished: bool = False,
 ) -> dict[str, dg.MetadataValue]:
     """Metadata values mirroring the run-metadata contract for this materialization."""
-    partition_keys = context.partition_keys if context.has_partition_key_range or context.has_partition_key else []
+    partition_keys = (
+        context.partition_keys
+        if context.has_partition_key_range or context.has_partition_key
+        else []
+    )
     record = run_record(
         run_id=context.run.run_id,
         run_started_utc=started_utc,

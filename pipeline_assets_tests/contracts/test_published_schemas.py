@@ -45,9 +45,28 @@ def test_published_schema_accepts_what_the_model_writes(model):
     published = json.loads((SCHEMA_DIR / model.contract.schema_file_name).read_text())
     jsonschema.Draft202012Validator.check_schema(published)
     example = {
-        "download_metadata": {"path": "source/x.json", "source_url": "https://example.invalid/x.json", "sha256": "a" * 64, "compressed_size": 3, "compression": "none"},
-        "sample_metadata": {"path": "samples/x.jsonl", "parent_sha256": "a" * 64, "sample_sha256": "b" * 64, "regime_type": "head", "n_rows": 3, "strategy_used": "HeadSampler"},
-        "processed_metadata": {"path": "bronze/a/data.parquet", "parent_sha256": "a" * 64, "processed_sha256": "b" * 64, "transformation_name": "a", "size_bytes": 10},
+        "download_metadata": {
+            "path": "source/x.json",
+            "source_url": "https://example.invalid/x.json",
+            "sha256": "a" * 64,
+            "compressed_size": 3,
+            "compression": "none",
+        },
+        "sample_metadata": {
+            "path": "samples/x.jsonl",
+            "parent_sha256": "a" * 64,
+            "sample_sha256": "b" * 64,
+            "regime_type": "head",
+            "n_rows": 3,
+            "strategy_used": "HeadSampler",
+        },
+        "processed_metadata": {
+            "path": "bronze/a/data.parquet",
+            "parent_sha256": "a" * 64,
+            "processed_sha256": "b" * 64,
+            "transformation_name": "a",
+            "size_bytes": 10,
+        },
     }[model.contract.name]
     document = model.model_validate(example).model_dump(mode="json")
     jsonschema.validate(document, published)
@@ -58,7 +77,11 @@ def test_published_schema_accepts_what_the_model_writes(model):
 
 class _Trade(ContractModel):
     contract: ClassVar[ContractInfo] = ContractInfo(
-        name="trade_probe", version="1.2.0", title="Trade", description="probe", write_semantics="append",
+        name="trade_probe",
+        version="1.2.0",
+        title="Trade",
+        description="probe",
+        write_semantics="append",
         primary_key=("trade_id",),
     )
     trade_id: str = Field(..., description="id")
@@ -98,5 +121,8 @@ def test_schema_violations_name_each_difference():
 
 def test_key_duplicates_finds_repeated_keys():
     table = pa.table({"trade_id": ["a", "b", "a", "c", "c", "c"]})
-    assert sorted((d["trade_id"], d["count_all"]) for d in key_duplicates(table, ["trade_id"])) == [("a", 2), ("c", 3)]
+    assert sorted((d["trade_id"], d["count_all"]) for d in key_duplicates(table, ["trade_id"])) == [
+        ("a", 2),
+        ("c", 3),
+    ]
     assert key_duplicates(pa.table({"trade_id": ["a", "b"]}), ["trade_id"]) == []

@@ -23,13 +23,17 @@ def gold_demo_total_positive(gold_demo_total: pa.Table) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=gold_demo_total.column("rows")[0].as_py() > 0)
 
 
-@dg.asset_check(asset=bronze_demo_ticks, description="always fails, to show failures in the summary")
+@dg.asset_check(
+    asset=bronze_demo_ticks, description="always fails, to show failures in the summary"
+)
 def bronze_demo_ticks_never_passes() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=False, description="seeded failure")
 
 
-def test_demo_materializes_every_asset_in_dependency_order_and_counts_checks(tmp_path, capsys):
-    settings = Settings.from_env({"PIPELINE_DATA_ROOT": str(tmp_path / "data")})
+def test_demo_materializes_every_asset_in_dependency_order_and_counts_checks(
+    tmp_path, demo_data_root, capsys
+):
+    settings = Settings.from_env({"PIPELINE_DATA_ROOT": str(demo_data_root)})
     # The daily test assets start in 2026-01; the demo's days are later, within their range
     # only if the definition allows it, so build one that covers them.
     defs = dg.Definitions(
@@ -47,10 +51,23 @@ def test_demo_materializes_every_asset_in_dependency_order_and_counts_checks(tmp
     assert summary["bronze_demo_ticks"].rows == 3000
     assert summary["silver_demo_prices"].output_folder == "silver/silver_demo_prices/"
     assert summary["gold_demo_total"].rows == 1
-    assert (summary["gold_demo_total"].checks_passed, summary["gold_demo_total"].checks_failed) == (1, 0)
+    assert (summary["gold_demo_total"].checks_passed, summary["gold_demo_total"].checks_failed) == (
+        1,
+        0,
+    )
     assert summary["bronze_demo_ticks"].checks_failed == 1
     assert not report.success
     assert any("seeded failure" in line for line in lines)
     table = format_summary(report, str(settings.data_root))
-    assert table.splitlines()[0].split() == ["asset", "partitions", "rows", "checks", "passed", "checks", "failed", "output", "folder"]
+    assert table.splitlines()[0].split() == [
+        "asset",
+        "partitions",
+        "rows",
+        "checks",
+        "passed",
+        "checks",
+        "failed",
+        "output",
+        "folder",
+    ]
     assert "3 assets, 6,001 rows, 1 checks passed, 1 failed, 2 runs (0 failed)" in table

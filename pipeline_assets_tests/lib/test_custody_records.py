@@ -37,7 +37,9 @@ def test_parent_sha256_is_independent_of_order(parent_hashes):
     combined = combined_parent_sha256(parents)
     assert combined == combined_parent_sha256(list(reversed(parents)))
     unique = sorted(set(parent_hashes))
-    expected = unique[0] if len(unique) == 1 else hashlib.sha256("\n".join(unique).encode()).hexdigest()
+    expected = (
+        unique[0] if len(unique) == 1 else hashlib.sha256("\n".join(unique).encode()).hexdigest()
+    )
     assert combined == expected
 
 
@@ -51,7 +53,11 @@ def test_sidecar_round_trips_and_verifies(tmp_path):
     source.write_bytes(b"source bytes")
     factory = MetadataFactory(root, code_version="9.9.9")
     record = factory.processed(
-        data, parents=[factory.file_parent(source)], transformation_name="t", transformation_params={"k": 1}, rows=1
+        data,
+        parents=[factory.file_parent(source)],
+        transformation_name="t",
+        transformation_params={"k": 1},
+        rows=1,
     )
     assert record.path == "silver/x/data.parquet"
     assert record.parents[0].path == "source/in.db"
@@ -74,7 +80,10 @@ def test_download_record_names_its_url_as_parent(tmp_path):
     path.parent.mkdir()
     path.write_bytes(b"\x1f\x8b...")
     record = MetadataFactory(root, code_version="1").download(
-        path, source_url="https://example.invalid/f.json.gz", compression=CompressionType.GZIP, etag='"abc"'
+        path,
+        source_url="https://example.invalid/f.json.gz",
+        compression=CompressionType.GZIP,
+        etag='"abc"',
     )
     assert record.parents[0].kind == "url" and record.parents[0].sha256 == record.sha256
     assert record.compressed_size == 5
@@ -83,7 +92,13 @@ def test_download_record_names_its_url_as_parent(tmp_path):
 @pytest.mark.parametrize("bad", ["/abs/path", "../up", "a/../../b"])
 def test_paths_must_stay_relative(bad):
     with pytest.raises(ValueError, match="relative to its root"):
-        ProcessedMetadata(path=bad, parent_sha256="a" * 64, processed_sha256="b" * 64, transformation_name="t", size_bytes=1)
+        ProcessedMetadata(
+            path=bad,
+            parent_sha256="a" * 64,
+            processed_sha256="b" * 64,
+            transformation_name="t",
+            size_bytes=1,
+        )
 
 
 def test_files_outside_the_root_are_refused(tmp_path):

@@ -54,7 +54,9 @@ def _wait_for_temp(folder: Path, proc: subprocess.Popen, timeout: float = 60.0) 
         if folder.exists() and any(p.name.endswith(".tmp") for p in folder.iterdir()):
             return
         if proc.poll() is not None:
-            raise AssertionError(f"writer ended before writing: {proc.stderr.read().decode()[-2000:]}")
+            raise AssertionError(
+                f"writer ended before writing: {proc.stderr.read().decode()[-2000:]}"
+            )
         time.sleep(0.01)
     raise AssertionError("the writer never started writing")
 

@@ -34,7 +34,9 @@ def _error_text(result) -> str:
 
 @pytest.fixture
 def bronze_day(lake_root, lake_io, instance):
-    dg.materialize([bronze_demo_ticks], resources={"io_manager": lake_io}, instance=instance, partition_key=DAY)
+    dg.materialize(
+        [bronze_demo_ticks], resources={"io_manager": lake_io}, instance=instance, partition_key=DAY
+    )
     return _bronze_file(lake_root)
 
 
@@ -57,7 +59,9 @@ def test_corrupt_parquet_with_verification_off_is_named(bronze_day, lake_root, i
     from pipeline_assets.resources.lake_io_manager import LakeIOManager
 
     bronze_day.write_bytes(b"PAR1 garbage PAR1")
-    text = _error_text(_run_silver(LakeIOManager(lake_root=str(lake_root), verify_on_load=False), instance))
+    text = _error_text(
+        _run_silver(LakeIOManager(lake_root=str(lake_root), verify_on_load=False), instance)
+    )
     assert str(bronze_day) in text and "not a readable Parquet file" in text
 
 
@@ -87,7 +91,9 @@ def test_output_without_parents_is_refused(lake_root, lake_io, instance):
     def gold_orphan() -> pa.Table:
         return pa.table({"x": [1]})
 
-    result = dg.materialize([gold_orphan], resources={"io_manager": lake_io}, instance=instance, raise_on_error=False)
+    result = dg.materialize(
+        [gold_orphan], resources={"io_manager": lake_io}, instance=instance, raise_on_error=False
+    )
     assert "without any parent" in _error_text(result)
 
 
@@ -100,7 +106,10 @@ def test_range_output_must_cover_the_run(lake_io, instance):
         [gold_partial],
         resources={"io_manager": lake_io},
         instance=instance,
-        tags={"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-02"},
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-01",
+            "dagster/asset_partition_range_end": "2026-01-02",
+        },
         raise_on_error=False,
     )
     assert "do not match the run's (missing ['2026-01-02']" in _error_text(result)

@@ -33,7 +33,11 @@ def s3_endpoint():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="us-east-1"
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
     ).create_bucket(Bucket=BUCKET)
     yield endpoint
     server.stop()
@@ -41,17 +45,29 @@ def s3_endpoint():
 
 def _s3_io(endpoint: str, prefix: str) -> LakeIOManager:
     return LakeIOManager(
-        lake_root=f"s3://{BUCKET}/{prefix}", s3_endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET
+        lake_root=f"s3://{BUCKET}/{prefix}",
+        s3_endpoint_url=endpoint,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
     )
 
 
-def test_assets_run_end_to_end_on_s3_and_match_local_bytes(s3_endpoint, lake_root, lake_io, monkeypatch):
+def test_assets_run_end_to_end_on_s3_and_match_local_bytes(
+    s3_endpoint, lake_root, lake_io, monkeypatch
+):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     assets = [bronze_demo_ticks, silver_demo_prices]
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize(assets, resources={"io_manager": _s3_io(s3_endpoint, "e2e")}, instance=instance, tags=range_tags(*DAYS))
+        result = dg.materialize(
+            assets,
+            resources={"io_manager": _s3_io(s3_endpoint, "e2e")},
+            instance=instance,
+            tags=range_tags(*DAYS),
+        )
         assert result.success
-        dg.materialize(assets, resources={"io_manager": lake_io}, instance=instance, tags=range_tags(*DAYS))
+        dg.materialize(
+            assets, resources={"io_manager": lake_io}, instance=instance, tags=range_tags(*DAYS)
+        )
 
     fs = s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": s3_endpoint})
     keys = sorted(fs.find(f"{BUCKET}/e2e"))
@@ -65,10 +81,15 @@ def test_assets_run_end_to_end_on_s3_and_match_local_bytes(s3_endpoint, lake_roo
         relative = key.removeprefix(f"{BUCKET}/e2e/")
         remote_bytes = fs.cat_file(key)
         # Same bytes as the local run, and readable by an independent reader.
-        assert hashlib.sha256(remote_bytes).hexdigest() == hashlib.sha256((lake_root / relative).read_bytes()).hexdigest()
+        assert (
+            hashlib.sha256(remote_bytes).hexdigest()
+            == hashlib.sha256((lake_root / relative).read_bytes()).hexdigest()
+        )
         with fs.open(key, "rb") as handle:
             assert pq.read_table(handle).num_rows == 1000
-        record = read_sidecar(UPath(f"s3://{key}", key=KEY, secret=SECRET, endpoint_url=s3_endpoint))
+        record = read_sidecar(
+            UPath(f"s3://{key}", key=KEY, secret=SECRET, endpoint_url=s3_endpoint)
+        )
         assert record.processed_sha256 == hashlib.sha256(remote_bytes).hexdigest()
         assert record.path == relative
 
@@ -84,7 +105,9 @@ def test_failed_upload_leaves_no_object(s3_endpoint):
         yield pa.record_batch([pa.array(range(100_000))], schema=schema)
         raise RuntimeError("source went away")
 
-    path = UPath(f"s3://{BUCKET}/broken/data.parquet", key=KEY, secret=SECRET, endpoint_url=s3_endpoint)
+    path = UPath(
+        f"s3://{BUCKET}/broken/data.parquet", key=KEY, secret=SECRET, endpoint_url=s3_endpoint
+    )
     with pytest.raises(RuntimeError, match="source went away"):
         write_parquet(path, broken(), schema=schema, row_group_size=10_000)
     fs = s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": s3_endpoint})

@@ -19,20 +19,31 @@ def _materialize_one(partitions_def, key, lake_io, instance, dynamic_keys=()):
 
     if dynamic_keys:
         instance.add_dynamic_partitions(partitions_def.name, list(dynamic_keys))
-    result = dg.materialize([gold_layout_probe], resources={"io_manager": lake_io}, instance=instance, partition_key=key)
+    result = dg.materialize(
+        [gold_layout_probe], resources={"io_manager": lake_io}, instance=instance, partition_key=key
+    )
     assert result.success
-    return result.get_asset_materialization_events()[0].materialization.metadata["output_files"].value
+    return (
+        result.get_asset_materialization_events()[0].materialization.metadata["output_files"].value
+    )
 
 
 @pytest.mark.parametrize(
     ("partitions_def", "key", "expected"),
     [
         (dg.DailyPartitionsDefinition("2026-01-01"), "2026-01-02", "date=2026-01-02"),
-        (dg.HourlyPartitionsDefinition("2026-01-01-00:00"), "2026-01-02-05:00", "window_start=2026-01-02-05%3A00"),
+        (
+            dg.HourlyPartitionsDefinition("2026-01-01-00:00"),
+            "2026-01-02-05:00",
+            "window_start=2026-01-02-05%3A00",
+        ),
         (dg.StaticPartitionsDefinition(["NQ", "SPX"]), "SPX", "partition=SPX"),
         (
             dg.MultiPartitionsDefinition(
-                {"date": dg.DailyPartitionsDefinition("2026-01-01"), "ticker": dg.StaticPartitionsDefinition(["NQ", "SPX"])}
+                {
+                    "date": dg.DailyPartitionsDefinition("2026-01-01"),
+                    "ticker": dg.StaticPartitionsDefinition(["NQ", "SPX"]),
+                }
             ),
             "2026-01-02|NQ",
             "date=2026-01-02/ticker=NQ",
@@ -59,9 +70,9 @@ def test_unpartitioned_asset_writes_one_file_in_its_folder(lake_io, instance):
         return LakeOutput(TABLE, parents=[SOURCE_PARENT])
 
     result = dg.materialize([silver_whole], resources={"io_manager": lake_io}, instance=instance)
-    assert result.get_asset_materialization_events()[0].materialization.metadata["output_files"].value == [
-        "silver/silver_whole/data.parquet"
-    ]
+    assert result.get_asset_materialization_events()[0].materialization.metadata[
+        "output_files"
+    ].value == ["silver/silver_whole/data.parquet"]
 
 
 def test_layer_comes_from_the_asset_name_prefix(lake_io, instance):
@@ -70,7 +81,9 @@ def test_layer_comes_from_the_asset_name_prefix(lake_io, instance):
         return LakeOutput(TABLE, parents=[SOURCE_PARENT])
 
     result = dg.materialize([dx_layer_probe], resources={"io_manager": lake_io}, instance=instance)
-    files = result.get_asset_materialization_events()[0].materialization.metadata["output_files"].value
+    files = (
+        result.get_asset_materialization_events()[0].materialization.metadata["output_files"].value
+    )
     assert files == ["hq/dx_layer_probe/data.parquet"]
 
 

@@ -66,7 +66,9 @@ def test_downstream_partition_names_its_upstream_partition_as_parent(lake_root, 
         tags=range_tags(DAYS[0], DAYS[-1]),
     )
     for day in DAYS:
-        record = read_sidecar(UPath(lake_root / "silver/silver_demo_prices" / f"date={day}" / "data.parquet"))
+        record = read_sidecar(
+            UPath(lake_root / "silver/silver_demo_prices" / f"date={day}" / "data.parquet")
+        )
         bronze_file = lake_root / "bronze/bronze_demo_ticks" / f"date={day}" / "data.parquet"
         assert [(p.path, p.sha256) for p in record.parents] == [
             (f"bronze/bronze_demo_ticks/date={day}/data.parquet", _sha(bronze_file))
@@ -76,27 +78,47 @@ def test_downstream_partition_names_its_upstream_partition_as_parent(lake_root, 
 
 def test_rerunning_a_range_gives_byte_identical_files(lake_root, lake_io, instance):
     assets = [bronze_demo_ticks, silver_demo_prices]
-    dg.materialize(assets, resources={"io_manager": lake_io}, instance=instance, tags=range_tags(DAYS[0], DAYS[-1]))
+    dg.materialize(
+        assets,
+        resources={"io_manager": lake_io},
+        instance=instance,
+        tags=range_tags(DAYS[0], DAYS[-1]),
+    )
     first = _data_files(lake_root)
-    dg.materialize(assets, resources={"io_manager": lake_io}, instance=instance, tags=range_tags(DAYS[0], DAYS[-1]))
+    dg.materialize(
+        assets,
+        resources={"io_manager": lake_io},
+        instance=instance,
+        tags=range_tags(DAYS[0], DAYS[-1]),
+    )
     assert _data_files(lake_root) == first
     # One partition at a time gives the same bytes as the range (path parity by construction).
     for day in DAYS:
-        dg.materialize(assets, resources={"io_manager": lake_io}, instance=instance, partition_key=day)
+        dg.materialize(
+            assets, resources={"io_manager": lake_io}, instance=instance, partition_key=day
+        )
     assert _data_files(lake_root) == first
     assert len(first) == 6
 
 
 def test_each_partition_of_a_range_gets_its_own_figures(lake_root, lake_io, instance):
     result = dg.materialize(
-        [bronze_demo_ticks], resources={"io_manager": lake_io}, instance=instance, tags=range_tags(DAYS[0], DAYS[1])
+        [bronze_demo_ticks],
+        resources={"io_manager": lake_io},
+        instance=instance,
+        tags=range_tags(DAYS[0], DAYS[1]),
     )
-    events = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {
+        e.materialization.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert sorted(events) == DAYS[:2]
     for day, metadata in events.items():
         data = lake_root / "bronze/bronze_demo_ticks" / f"date={day}" / "data.parquet"
         assert metadata["dagster/row_count"].value == 1000
-        assert metadata["output_files"].value == [f"bronze/bronze_demo_ticks/date={day}/data.parquet"]
+        assert metadata["output_files"].value == [
+            f"bronze/bronze_demo_ticks/date={day}/data.parquet"
+        ]
         assert metadata["sha256"].value == _sha(data)
         assert metadata["partitions_written"].value == 2
         columns = [c.name for c in metadata["dagster/column_schema"].value.columns]

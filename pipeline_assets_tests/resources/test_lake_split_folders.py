@@ -16,15 +16,24 @@ SYMBOLS = {"value": ["BTC-USDT", "ETH-USDT"]}
     partitions_def=DAILY,
     backfill_policy=dg.BackfillPolicy.single_run(),
     metadata={"lake/layer": "bronze", "lake/split_by": "symbol"},
-    config_schema={"symbols": dg.Field(list, default_value=SYMBOLS["value"]), "stream": dg.Field(bool, default_value=False)},
+    config_schema={
+        "symbols": dg.Field(list, default_value=SYMBOLS["value"]),
+        "stream": dg.Field(bool, default_value=False),
+    },
 )
 def bronze_split_ticks(context: dg.AssetExecutionContext) -> dict:
     symbols = set(context.op_execution_context.op_config["symbols"])
     out = {}
     for key in context.partition_keys:
         table = day_rows(key)
-        table = table.filter(pa.compute.is_in(table["symbol"], pa.array(sorted(symbols), pa.string())))
-        data = table.to_batches(max_chunksize=97) if context.op_execution_context.op_config["stream"] else table
+        table = table.filter(
+            pa.compute.is_in(table["symbol"], pa.array(sorted(symbols), pa.string()))
+        )
+        data = (
+            table.to_batches(max_chunksize=97)
+            if context.op_execution_context.op_config["stream"]
+            else table
+        )
         out[key] = LakeOutput(data, schema=table.schema, parents=[SOURCE_PARENT])
     return out
 
@@ -46,14 +55,19 @@ def _run(lake_io, instance, days=("2026-01-03", "2026-01-04"), **config):
 
 
 def _files(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.parquet"))
+    }
 
 
 def test_each_value_gets_its_folder_and_duckdb_reads_them_all(lake_root, lake_io, instance):
     _run(lake_io, instance)
     folder = lake_root / "bronze/bronze_split_ticks"
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("data.parquet")) == [
-        f"date={d}/symbol={s}/data.parquet" for d in ("2026-01-03", "2026-01-04") for s in ("BTC-USDT", "ETH-USDT")
+        f"date={d}/symbol={s}/data.parquet"
+        for d in ("2026-01-03", "2026-01-04")
+        for s in ("BTC-USDT", "ETH-USDT")
     ]
     assert all((p.parent / "data.parquet.meta.json").exists() for p in folder.rglob("data.parquet"))
     got = duckdb.sql(
@@ -115,7 +129,12 @@ def test_downstream_of_an_empty_partition_names_its_marker_as_parent(lake_root, 
         partition_key="2026-01-06",
     )
     marker = lake_root / "bronze/bronze_split_ticks/date=2026-01-06/_empty.json"
-    record = read_sidecar(UPath(lake_root / "silver/silver_split_counts/date=2026-01-06/data.parquet"))
+    record = read_sidecar(
+        UPath(lake_root / "silver/silver_split_counts/date=2026-01-06/data.parquet")
+    )
     assert [(p.path, p.sha256) for p in record.parents] == [
-        ("bronze/bronze_split_ticks/date=2026-01-06/_empty.json", hashlib.sha256(marker.read_bytes()).hexdigest())
+        (
+            "bronze/bronze_split_ticks/date=2026-01-06/_empty.json",
+            hashlib.sha256(marker.read_bytes()).hexdigest(),
+        )
     ]

@@ -1,0 +1,23 @@
+"""The demo tests' data folder, whose embedded PostgreSQL is stopped when the test ends."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline_assets.lib.postgres import stop_embedded
+from pipeline_assets.lib.settings import SOURCE_POSTGRES_DIR
+
+
+@pytest.fixture
+def demo_data_root(tmp_path: Path) -> Iterator[Path]:
+    data = tmp_path / "data"
+    yield data
+    # The demo starts the embedded server of its data folder and leaves it running, as a user
+    # would want; a test must not leave one behind. pg_ctl fails when it is already gone.
+    with contextlib.suppress(subprocess.CalledProcessError):
+        stop_embedded(data / SOURCE_POSTGRES_DIR)
