@@ -11,9 +11,10 @@ under `$TMPDIR/bronze_bench/`. Then, in the same run:
 - **bronze**: `land_bronze_day_streaming` (what the bronze asset calls), each output streamed
   through `write_split_parquet` (what the lake IO manager calls), split by symbol;
 
-and prints rows/s of each and their ratio (target: bronze at 0.5 or more of the baseline). Peak
-memory (RSS) of building the day is measured in a child process each, at `--small` rows and at
-`--rows` rows: bounded memory means about the same figure at both sizes.
+and prints rows/s of each and their ratio (target: bronze at 0.5 or more of the baseline), and the
+CPU time of each (on a shared machine the wall-clock ratio drifts toward the CPU ratio). The
+bronze day runs in a child process, which also gives its peak memory (RSS); a second child builds
+the day of `--small` rows: bounded memory means about the same figure at both sizes.
 """
 
 from __future__ import annotations
@@ -211,23 +212,35 @@ def bronze(paths: list[Path], out: Path) -> dict[str, int]:
     return counts
 
 
-def _peak_rss_child(rows: int, files: int) -> float:
-    """Peak RSS (MiB) of a child process that builds the bronze day of (rows, files)."""
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _bronze_child(rows: int, files: int) -> dict:
+    """Build the bronze day of (rows, files) in a child process: its time, CPU, peak RSS and
+    counts (the child's peak is the day's alone)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--peak", str(rows), str(files)],
+        [sys.executable, __file__, "--child", str(rows), str(files)],
         check=True,
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _peak_main(rows: int, files: int) -> None:
+def _child_main(rows: int, files: int) -> None:
     paths = worker_files(rows, files)
     with tempfile.TemporaryDirectory() as tmp:
-        bronze(paths, Path(tmp))
+        started, cpu = time.perf_counter(), _cpu_seconds()
+        counts = bronze(paths, Path(tmp))
+        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mib": round(peak, 1)}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "cpu_s": cpu, "peak_rss_mib": round(peak, 1), "counts": counts}
+        )
+    )
 
 
 def main() -> None:
@@ -240,12 +253,13 @@ def main() -> None:
     small_paths = worker_files(args.small, args.files)
     paths = worker_files(args.rows, args.files)
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         base_rows = baseline(paths, Path(tmp) / "baseline.parquet")
-        base_s = time.perf_counter() - started
-        started = time.perf_counter()
-        counts = bronze(paths, Path(tmp) / "bronze")
-        bronze_s = time.perf_counter() - started
+        base_s, base_cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    # The bronze day in a child process (imports included, as they are in the baseline's time),
+    # which also gives its peak memory at this size.
+    big = _bronze_child(args.rows, args.files)
+    counts, bronze_s, bronze_cpu = big["counts"], big["seconds"], big["cpu_s"]
     landed = sum(counts[c] for c in ("orderbook", "trades", "ticker"))
     accounted = landed + counts["quarantine"] + counts["duplicates_dropped"]
     assert accounted == base_rows, (counts, base_rows)
@@ -254,10 +268,15 @@ def main() -> None:
     print(f"baseline (sqlite3 + pyarrow): {base_s:6.1f} s  {base_rate / 1e6:5.2f} M rows/s")
     print(f"bronze day (streaming):       {bronze_s:6.1f} s  {bronze_rate / 1e6:5.2f} M rows/s")
     print(f"ratio bronze/baseline: {bronze_rate / base_rate:.2f} (target 0.5 or more)")
+    print(
+        f"CPU (all threads): baseline {base_cpu:.1f} s, bronze {bronze_cpu:.1f} s "
+        f"(baseline/bronze {base_cpu / bronze_cpu:.2f}; what the ratio tends to on a busy machine)"
+    )
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"landed {counts}")
     del small_paths
-    small_peak = _peak_rss_child(args.small, args.files)
-    big_peak = _peak_rss_child(args.rows, args.files)
+    small_peak = _bronze_child(args.small, args.files)["peak_rss_mib"]
+    big_peak = big["peak_rss_mib"]
     print(
         f"peak RSS building the day: {small_peak:.0f} MiB at {args.small:,} rows, "
         f"{big_peak:.0f} MiB at {args.rows:,} rows (ratio {big_peak / small_peak:.2f})"
@@ -267,7 +286,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
         _generate_file(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--peak":
-        _peak_main(int(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child_main(int(sys.argv[2]), int(sys.argv[3]))
     else:
         main()

@@ -1,9 +1,11 @@
 """Benchmark: the staging export of 10 million ticks from 4 worker files, against a plain baseline.
 
-Prints rows/s of `staging_export` (the library the asset calls, default format sqlite, plus csv),
-the ratio to a plain read of the same rows with Python's `sqlite3` written to Parquet with pyarrow
-in the same run (target 0.5 or more), and the peak RSS of the export at 1M and at 10M rows (each
-measured in its own child process; they should be about the same: memory holds one chunk).
+Prints rows/s of `staging_export` (the library the asset calls, default format sqlite, plus csv
+and json), the ratio to a plain read of the same rows with Python's `sqlite3` written to Parquet
+with pyarrow in the same run (target 0.5 or more), the CPU time of each (on a shared machine the
+wall-clock ratio drifts toward the CPU ratio), and the peak RSS of the export at 1M and at 10M
+rows (each measured in its own child process; they should be about the same: memory holds one
+chunk).
 
 Worker files are generated once with a fast direct generator (collector schema, realistic rows)
 and cached under `$STAGING_BENCH_DIR` (default: the temp folder). `--rows` changes the big size.
@@ -96,12 +98,19 @@ def generate(folder: Path, total_rows: int) -> list[Path]:
     return paths
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): on a shared machine, the work done, whatever the
+    contention."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child_export(folder: str, fmt: str) -> dict:
     from pipeline_assets.lib.market.staging_export import export_options, run_staging_export
 
     root = Path(folder)
     staging = Path(tempfile.mkdtemp(prefix="staging_bench_out_", dir=root))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     result = run_staging_export(
         export_options(hours=24, end_utc=END_UTC, output_format=fmt),
         worker_files=sorted(root.glob("worker_*.db")),
@@ -116,6 +125,7 @@ def child_export(folder: str, fmt: str) -> dict:
         "rows": rows,
         "seconds": seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_s": cpu_seconds() - cpu_started,
     }
 
 
@@ -127,7 +137,7 @@ def child_baseline(folder: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix="staging_bench_pq_")) / "ticks.parquet"
     names = ["id", "exchange", "symbol", "channel", "event_ts_utc", "ingestion_ts_utc", "payload"]
     schema = pa.schema([("id", pa.int64())] + [(n, pa.string()) for n in names[1:]])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     rows = 0
     with pq.ParquetWriter(out, schema) as writer:
         for path in sorted(root.glob("worker_*.db")):
@@ -152,6 +162,7 @@ def child_baseline(folder: str) -> dict:
         "rows": rows,
         "seconds": seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_s": cpu_seconds() - cpu_started,
     }
 
 
@@ -191,14 +202,15 @@ def main() -> None:
         )
     base = in_child("baseline", str(big))
     print(
-        f"baseline   sqlite3 -> pyarrow Parquet: {base['rows']:,} rows in {base['seconds']:.1f}s = {base['rows'] / base['seconds']:,.0f} rows/s"
+        f"baseline   sqlite3 -> pyarrow Parquet: {base['rows']:,} rows in {base['seconds']:.1f}s = {base['rows'] / base['seconds']:,.0f} rows/s; CPU {base['cpu_s']:.1f}s"
     )
-    for fmt in ("sqlite", "csv"):
+    for fmt in ("sqlite", "csv", "json"):
         r = in_child("export", str(big), fmt)
         rate = r["rows"] / r["seconds"]
         print(
-            f"staging_export {fmt:6}: {r['rows']:,} rows in {r['seconds']:.1f}s = {rate:,.0f} rows/s; ratio to baseline {rate / (base['rows'] / base['seconds']):.2f} (target >= 0.5); peak RSS {r['peak_rss_mib']:.0f} MiB"
+            f"staging_export {fmt:6}: {r['rows']:,} rows in {r['seconds']:.1f}s = {rate:,.0f} rows/s; ratio to baseline {rate / (base['rows'] / base['seconds']):.2f} (target >= 0.5); CPU {r['cpu_s']:.1f}s (baseline/export {base['cpu_s'] / r['cpu_s']:.2f}); peak RSS {r['peak_rss_mib']:.0f} MiB"
         )
+    print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     r1 = in_child("export", str(small), "sqlite")
     print(
         f"peak RSS of the export (sqlite): {r1['peak_rss_mib']:.0f} MiB at {r1['rows']:,} rows; see above for {args.rows:,} rows"

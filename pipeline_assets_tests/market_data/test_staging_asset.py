@@ -4,11 +4,16 @@ metadata file, run metadata in the UI, failures naming the file, and the micro-b
 import json
 
 import dagster as dg
+import pytest
 
-from pipeline_assets.defs.market_data.schedules import STAGING_MICRO_BATCH
+from pipeline_assets.defs.market_data.schedules import (
+    STAGING_MICRO_BATCH,
+    build_staging_micro_batch,
+)
 from pipeline_assets.defs.market_data.staging import staging_export
 from pipeline_assets.defs.market_data.staging_checks import STAGING_CHECKS
 from pipeline_assets.lib.market.staging_export import validation_problems
+from pipeline_assets.lib.settings import Settings, SettingsError
 from pipeline_assets.resources.market_sources import MarketSources
 from pipeline_assets_tests.market_data.staging_helpers import END, make_root
 
@@ -90,6 +95,27 @@ def test_micro_batch_schedule_runs_incrementally_every_15_minutes(tmp_path, monk
     assert config["incremental"] is True and config["update_state"] is True
     job = loaded.resolve_job_def("staging_export_job")
     assert [k.to_user_string() for k in job.asset_layer.executable_asset_keys] == ["staging_export"]
+
+
+@pytest.mark.parametrize(
+    "minutes,cron", [("5", "*/5 * * * *"), ("60", "0 * * * *"), ("", "*/15 * * * *")]
+)
+def test_micro_batch_interval_is_a_setting(minutes, cron):
+    settings = Settings.from_env({"PIPELINE_STAGING_MICROBATCH_MINUTES": minutes})
+    schedule = build_staging_micro_batch(settings.staging_microbatch_minutes)
+    assert schedule.cron_schedule == cron
+    assert schedule.name == STAGING_MICRO_BATCH
+    with dg.build_schedule_context() as context:
+        (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.run_config["ops"]["staging_export"]["config"]["incremental"] is True
+
+
+@pytest.mark.parametrize("minutes", ["7", "0", "90", "ten", "-5"])
+def test_micro_batch_interval_must_divide_the_hour(minutes):
+    with pytest.raises(
+        SettingsError, match="PIPELINE_STAGING_MICROBATCH_MINUTES=.*dividing the hour"
+    ):
+        Settings.from_env({"PIPELINE_STAGING_MICROBATCH_MINUTES": minutes})
 
 
 def test_demo_config_exports_the_demo_days(tmp_path, instance):

@@ -7,17 +7,20 @@ and a range of days in one run, is built in about the same memory:
 1. **Read**: each worker file (read-only, as `bronze.py` describes) in keyset pages of
    `page_rows` ids, restricted to the day's id window (see below). A page becomes one Arrow
    batch of the raw columns.
-2. **Parse**: DuckDB parses the page's payloads with its JSON reader (`json_structure`,
-   `from_json`), normalizes names through a small table of (exchange, symbol) pairs normalized by
-   `symbols.py`, and parses the timestamps. A row takes this vectorized path only when the
-   result is certainly the one `bronze.land_tick_rows` would give (the conditions are listed at
-   `_FAST_SQL`); every other row (bad JSON, a missing field, numbers sent as text, an unknown
-   channel, an odd timestamp, an escape sequence, a duplicated key...) is handed to
-   `land_tick_rows` itself, which lands it or quarantines it with its reason. So the two paths
-   agree by construction on those rows, and by test (property tests, byte comparison of the
-   written files) on the others.
-3. **Spill**: the typed rows go into per-day tables of a DuckDB database in a temporary folder,
-   with a memory limit, so the sort and the duplicate search run out of core.
+2. **Parse**, `PARSE_THREADS` pages at a time (Arrow's kernels and DuckDB release the GIL), in
+   three tiers. Rows in the collectors' plainest form are parsed by Arrow's string kernels
+   (`_plain_tier`; the conditions are listed at `_PLAIN_BOOK`). The others are parsed by DuckDB's
+   JSON reader (`json_structure`, `from_json`), with names normalized through a small table of
+   (exchange, symbol) pairs normalized by `symbols.py`. A row takes either vectorized tier only
+   when the result is certainly the one `bronze.land_tick_rows` would give (the conditions are
+   listed at `_FAST_SQL`); every other row (bad JSON, a missing field, numbers sent as text, an
+   unknown channel, an odd timestamp, an escape sequence, a duplicated key...) is handed to
+   `land_tick_rows` itself, which lands it or quarantines it with its reason. So the paths agree
+   by construction on those rows, and by test (property tests, byte comparison of the written
+   files) on the others.
+3. **Spill**: the typed rows go to Arrow IPC files (LZ4) in a temporary folder, which a DuckDB
+   database with a memory limit reads, so the sort and the duplicate search run out of core.
+   The folder holds an owner lock; the folders of killed runs are swept by the next spill.
 4. **Stream out**: `BronzeDayStore.reader(table)` is a `RecordBatchReader` over the day's table:
    exact duplicates (exchange, symbol, event time, payload; the first by source file and id is
    kept) left out, sorted by the same keys as `land_bronze_day`, with the contract's Arrow schema.
@@ -38,15 +41,20 @@ counts the whole file with a plain `COUNT`, then fails and names the day; rerun 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
+import fcntl
+import os
 import queue
 import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -87,11 +95,16 @@ from pipeline_assets.lib.market.bronze import (
 )
 
 STREAM_PAGE_ROWS = 100_000
+# Pages parsed at once (Arrow's kernels and DuckDB release the GIL); each holds one page.
+PARSE_THREADS = 2
 OUTPUT_BATCH_ROWS = 64 * 1024
 # Row groups of the bronze channel files (asset metadata `lake/row_group_size`): with
 # `lake/split_grouped` the lake IO manager holds one pending group, at most this many rows.
 OUTPUT_ROW_GROUP_SIZE = 128 * 1024
 SPILL_BATCH_ROWS = 16 * 1024
+# LZ4 rather than zstd: the spill is written once and read twice (duplicates, then the sorted
+# stream); LZ4 costs a fraction of zstd's CPU both ways, for a spill about 1.5x larger.
+SPILL_COMPRESSION = "lz4"
 DEFAULT_MEMORY_LIMIT_MB = 512
 DEFAULT_MAX_CLOCK_SKEW_S = 300.0
 DEFAULT_MAX_INGESTION_LAG_S = 6 * 3600.0
@@ -120,6 +133,7 @@ _ORDER = {
     CONNECTION_EVENTS: EVENT_SORT_KEYS,
 }
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+TS_TYPE = pa.timestamp("us", tz="UTC")
 _NUMBER_TYPES = "('UBIGINT', 'BIGINT', 'DOUBLE')"
 
 
@@ -233,6 +247,227 @@ SELECT source_id, exchange_raw, symbol_raw, channel, event_raw, ingest_raw, payl
   hash(exchange, symbol, timezone('UTC', ev), payload) AS dup_hash
 FROM parsed
 """
+
+# ---------------------------------------------------------------------------------------------
+# The canonical tier: payloads in the collectors' plain form, parsed with Arrow kernels
+# ---------------------------------------------------------------------------------------------
+
+# Before the DuckDB parse, rows whose payload has the plainest form are parsed by Arrow's string
+# kernels alone (RE2 validation, splits, a correctly rounded text-to-double cast), at a third of
+# the CPU. A row takes this tier only when every condition below holds; under them Python's
+# `json` reads the payload to exactly the values taken here, so `land_tick_rows` would land the
+# same row. All other rows go on to `_FAST_SQL` (and from there, maybe, to the exact path).
+# - channel known, names normalizable, both timestamps 'YYYY-MM-DDTHH:MM:SS.ffffffZ' with a year
+#   from 1000 to 2999, read by Arrow's ISO-8601 parser (an impossible date or time makes the whole
+#   page skip this tier);
+# - whitespace between tokens is spaces only; no escapes;
+# - orderbook: exactly `{"bids": [...], "asks": [...]}` in that order, each level exactly
+#   [price, size];
+# - ticker and trades: a flat object (values: numbers, strings without `"\,:[]{}` or control
+#   characters, null, true, false; keys of the same kind), each wanted key exactly once (side at
+#   most once);
+# - every number a JSON number (no text), and not a bare `-0` (JSON reads it as the integer 0,
+#   Arrow as -0.0); at most 300 characters; finite once read; trade_id a non-empty string or an
+#   integer of at most 300 digits, side "buy", "sell", null or absent.
+_SP = " *"
+_NUM = r"(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)|0|-?[1-9][0-9]*)"
+_INT = r"(?:0|-?[1-9][0-9]*)"
+_PLAIN_STR = r'"[^"\\\x00-\x1f,:\[\]{}]*"'
+_LEVEL = rf"\[{_SP}{_NUM}{_SP},{_SP}{_NUM}{_SP}\]"
+_LEVELS = rf"\[{_SP}(?:{_LEVEL}(?:{_SP},{_SP}{_LEVEL})*)?{_SP}\]"
+_PLAIN_BOOK = (
+    rf'^{_SP}\{{{_SP}"bids"{_SP}:{_SP}{_LEVELS}{_SP},{_SP}"asks"{_SP}:{_SP}{_LEVELS}{_SP}\}}{_SP}$'
+)
+_VALUE = rf"(?:{_NUM}|{_PLAIN_STR}|null|true|false)"
+_MEMBER = rf"{_PLAIN_STR}{_SP}:{_SP}{_VALUE}"
+_PLAIN_FLAT = rf"^{_SP}\{{{_SP}(?:{_MEMBER}{_SP}(?:,{_SP}{_MEMBER}{_SP})*)?\}}{_SP}$"
+_PLAIN_TS = r"^[12][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$"
+_MAX_NUMBER_TEXT = 300
+_FLAT_FIELDS = {
+    "ticker": {"bid": "number", "ask": "number", "last": "number", "volume_24h": "number"},
+    "trades": {"trade_id": "trade_id", "price": "number", "size": "number", "side": "side"},
+}
+
+
+def _numbers(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """JSON number texts (already validated) as doubles, and per value whether it is usable:
+    short enough and finite."""
+    short = np.asarray(pc.less_equal(pc.utf8_length(text), _MAX_NUMBER_TEXT), dtype=bool)
+    if not short.all():
+        text = pc.if_else(pa.array(short), text, "0")
+    values = pc.cast(text, pa.float64())
+    finite = np.asarray(pc.is_finite(values), dtype=bool)
+    return values, short & finite
+
+
+def _plain_levels(side: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """One side of validated plain books (the text around its list) as the contract's levels,
+    and per row whether every number is usable."""
+    text = side
+    for char in ("[", "]", " "):
+        text = pc.replace_substring(text, char, "")
+    text = pc.utf8_trim(text, '{}":,abdiks')  # the key and punctuation around the numbers
+    empty = pc.equal(pc.utf8_length(text), 0)
+    if pc.any(empty).as_py():  # an empty list: no levels (not one empty number)
+        text = pc.if_else(empty, pa.scalar(None, pa.string()), text)
+    tokens = pc.split_pattern(text, ",")
+    counts = np.asarray(pc.fill_null(pc.list_value_length(tokens), 0), dtype=np.int64)
+    numbers = pc.list_flatten(tokens)
+    values, usable = _numbers(numbers)
+    values = np.asarray(values)
+    bad_rows = np.zeros(len(side), dtype=bool)
+    if not usable.all():
+        bad_rows[np.repeat(np.arange(len(side)), counts)[~usable]] = True
+    offsets = np.zeros(len(side) + 1, dtype=np.int32)
+    np.cumsum(counts // 2, out=offsets[1:])
+    struct = pa.StructArray.from_arrays(
+        [pa.array(values[0::2], pa.float64()), pa.array(values[1::2], pa.float64())],
+        fields=list(LEVELS_TYPE.value_type),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), struct, type=LEVELS_TYPE), ~bad_rows
+
+
+def _plain_flat(payload: pa.Array, channel: str) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """The wanted fields of validated flat payloads, and per row whether they are all usable."""
+    n = len(payload)
+    inner = pc.utf8_trim(payload, " {}")
+    items = pc.split_pattern(inner, ",")
+    parent = np.asarray(pc.list_parent_indices(items))
+    members = pc.split_pattern(pc.list_flatten(items), ":", max_splits=1)
+    keys = pc.utf8_trim(pc.list_element(members, 0), ' "')
+    values = pc.utf8_trim(pc.fill_null(pc.list_element(members, 1), ""), " ")
+    ok = np.ones(n, dtype=bool)
+    fields: dict[str, pa.Array] = {}
+    for name, kind in _FLAT_FIELDS[channel].items():
+        at = np.asarray(pc.equal(keys, name), dtype=bool)
+        rows = parent[at]
+        seen = np.bincount(rows, minlength=n)
+        ok &= (seen == 1) | ((seen == 0) & (kind == "side"))
+        ok &= seen <= 1
+        text = values.filter(pa.array(at))
+        # Rows where the key is missing (or repeated, already refused) read as null here.
+        unique_rows = seen[rows] == 1
+        rows, text = rows[unique_rows], text.filter(pa.array(unique_rows))
+        if kind == "number":
+            valid = np.asarray(pc.match_substring_regex(text, f"^{_NUM}$"), dtype=bool)
+            numbers, usable = _numbers(pc.if_else(pa.array(valid), text, "0"))
+            good = np.zeros(n, dtype=bool)
+            good[rows] = valid & usable
+            ok &= good
+            column = np.zeros(n, dtype=np.float64)
+            column[rows] = np.asarray(numbers)
+            fields[name] = pa.array(column, pa.float64())
+            continue
+        if kind == "trade_id":
+            quoted = np.asarray(pc.starts_with(text, '"'), dtype=bool)
+            content = pc.utf8_slice_codeunits(text, 1, -1)
+            integer = np.asarray(pc.match_substring_regex(text, f"^{_INT}$"), dtype=bool) & (
+                np.asarray(pc.utf8_length(text)) <= _MAX_NUMBER_TEXT
+            )
+            chosen = pc.if_else(pa.array(quoted), content, text)
+            good = np.zeros(n, dtype=bool)
+            good[rows] = (quoted & np.asarray(pc.greater(pc.utf8_length(content), 0))) | integer
+        else:  # side
+            chosen = pc.if_else(
+                pc.equal(text, "null"),
+                pa.scalar(None, pa.string()),
+                pc.utf8_slice_codeunits(text, 1, -1),
+            )
+            good = np.ones(n, dtype=bool)
+            good[rows] = np.asarray(
+                pc.fill_null(pc.is_in(text, pa.array(['"buy"', '"sell"', "null"])), False),
+                dtype=bool,
+            )
+        ok &= good
+        slots = np.full(n, -1, dtype=np.int64)
+        slots[rows] = np.arange(len(rows))
+        indices = pa.array(slots, mask=slots < 0)
+        fields[name] = pc.take(chosen, indices)
+    return fields, ok
+
+
+def _plain_tier(
+    page: pa.Table, names: Mapping[tuple[Any, Any], tuple[str, str, str, str] | str]
+) -> tuple[dict[str, pa.Table], np.ndarray]:
+    """The page's rows in the plainest form, parsed with Arrow kernels: per channel the spill
+    columns (without source_file and dup_hash), and the mask of the page's rows taken."""
+    n = page.num_rows
+    taken = np.zeros(n, dtype=bool)
+    try:
+        event = page.column("event_raw").combine_chunks()
+        ingest = page.column("ingest_raw").combine_chunks()
+        plain_ts = np.asarray(
+            pc.and_(
+                pc.match_substring_regex(event, _PLAIN_TS),
+                pc.match_substring_regex(ingest, _PLAIN_TS),
+            ),
+            dtype=bool,
+        )
+        stand_in = "2000-01-01T00:00:00.000000Z"
+        event_ts = pc.cast(pc.if_else(pa.array(plain_ts), event, stand_in), TS_TYPE)
+        ingest_ts = pc.cast(pc.if_else(pa.array(plain_ts), ingest, stand_in), TS_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return {}, taken  # an impossible date or time: the page takes the other paths
+    exchange_raw = page.column("exchange_raw").combine_chunks()
+    symbol_raw = page.column("symbol_raw").combine_chunks()
+    encoded = pc.dictionary_encode(pc.binary_join_element_wise(exchange_raw, symbol_raw, "\x1f"))
+    normalized = [names.get(tuple(k.split("\x1f", 1))) for k in encoded.dictionary.to_pylist()]
+    entries = [v if isinstance(v, tuple) else (None, None, None, None) for v in normalized]
+    key_index = encoded.indices
+    name_columns = [
+        pc.take(pa.array([e[i] for e in entries], pa.string()), key_index) for i in range(4)
+    ]
+    named = np.asarray(pc.is_valid(name_columns[0]), dtype=bool)
+    channel = page.column("channel").combine_chunks()
+    payload = page.column("payload").combine_chunks()
+    common = plain_ts & named
+    out: dict[str, pa.Table] = {}
+    for name in CHANNELS:
+        rows = np.flatnonzero(common & np.asarray(pc.equal(channel, name), dtype=bool))
+        if not len(rows):
+            continue
+        text = payload.take(pa.array(rows))
+        pattern = _PLAIN_BOOK if name == "orderbook" else _PLAIN_FLAT
+        plain = np.asarray(pc.match_substring_regex(text, pattern), dtype=bool)
+        if not plain.all():  # (filters copy: skipped in the common case)
+            rows, text = rows[plain], text.filter(pa.array(plain))
+        if not len(rows):
+            continue
+        try:
+            if name == "orderbook":
+                halves = pc.split_pattern(text, '"asks"', max_splits=1)
+                bids, bids_ok = _plain_levels(pc.list_element(halves, 0))
+                asks, asks_ok = _plain_levels(pc.list_element(halves, 1))
+                fields, ok = {"bids": bids, "asks": asks}, bids_ok & asks_ok
+            else:
+                fields, ok = _plain_flat(text, name)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue  # a number Arrow would not read: these rows take the other paths
+        if not ok.any():
+            continue
+        keep = pa.array(ok)
+        index = pa.array(rows[ok])
+        columns: dict[str, Any] = {
+            "source_id": page.column("source_id").combine_chunks().take(index),
+            "exchange_raw": exchange_raw.take(index),
+            "symbol_raw": symbol_raw.take(index),
+            "exchange": name_columns[0].take(index),
+            "symbol": name_columns[1].take(index),
+            "base_asset": name_columns[2].take(index),
+            "quote_asset": name_columns[3].take(index),
+            "event_ts_utc": event_ts.take(index),
+            "ingestion_ts_utc": ingest_ts.take(index),
+            "payload": text if ok.all() else text.filter(keep),
+        }
+        for field_name, column in fields.items():
+            columns[field_name] = column if ok.all() else column.filter(keep)
+        schema = SPILL_SCHEMAS[name]
+        out[name] = pa.table(
+            {f.name: columns[f.name] for f in schema if f.name not in ("source_file", "dup_hash")}
+        )
+        taken[rows[ok]] = True
+    return out, taken
+
 
 _RAW_SCHEMA = pa.schema(
     [
@@ -501,12 +736,90 @@ def _scan(files: Sequence[Path], schema: pa.Schema, columns: Sequence[str]) -> A
     )
 
 
+SPILL_PREFIX = "bronze-spill-"
+_SPILL_NEW_PREFIX = ".bronze-spill-new-"
+_SPILL_LOCK = ".owner.lock"
+# A spill folder without an owner lock (left by a run killed while creating it, or written by a
+# version without locks) is removed only when nothing in it changed for this long.
+UNLOCKED_SPILL_MAX_AGE_S = 6 * 3600.0
+
+
+def _latest_change(folder: Path) -> float:
+    latest = folder.stat().st_mtime
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            latest = max(latest, path.stat().st_mtime)
+    return latest
+
+
+def sweep_stale_spills(
+    parent: Path, *, unlocked_max_age_s: float = UNLOCKED_SPILL_MAX_AGE_S, now: float | None = None
+) -> list[Path]:
+    """Remove the spill folders under `parent` that no live run owns; returns them.
+
+    Each spill holds an exclusive `flock` on its `.owner.lock` for as long as its process lives
+    (the kernel releases it however the process ends), and only appears under its final name once
+    it holds it. So a folder whose lock can be taken was left by a killed run; a live run's
+    folder is never touched.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    candidates = [
+        p
+        for p in parent.iterdir()
+        if p.is_dir() and p.name.startswith((SPILL_PREFIX, _SPILL_NEW_PREFIX))
+    ]
+    for folder in sorted(candidates):
+        lock = folder / _SPILL_LOCK
+        try:
+            if folder.name.startswith(_SPILL_NEW_PREFIX):
+                # Being created (its lock may not be taken yet): only by age.
+                raise FileNotFoundError(lock)
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if now - _latest_change(folder) >= unlocked_max_age_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+            continue
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live run holds it
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _new_spill_folder(parent: Path) -> tuple[Path, int]:
+    """A fresh spill folder under `parent` and the descriptor holding its owner lock."""
+    staging = Path(tempfile.mkdtemp(prefix=_SPILL_NEW_PREFIX, dir=parent))
+    fd = os.open(staging / _SPILL_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = parent / (SPILL_PREFIX + staging.name[len(_SPILL_NEW_PREFIX) :])
+        os.rename(staging, folder)  # the lock stays with the open file
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder, fd
+
+
 class BronzeSpill:
     """A temporary folder (Arrow IPC files of the landed rows, and a DuckDB database with a memory
     limit that sorts and de-duplicates them out of core) holding the days of one run.
 
     Use as a context manager; `land_day` fills one day and returns its store. The folder and
-    everything in it are removed on exit.
+    everything in it are removed on exit. Folders of killed runs in the same parent folder are
+    removed when the next spill starts (`sweep_stale_spills`; `swept` lists them).
     """
 
     def __init__(
@@ -516,9 +829,10 @@ class BronzeSpill:
         memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
         threads: int | None = None,
     ) -> None:
-        if spill_dir is not None:
-            Path(spill_dir).mkdir(parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="bronze-spill-", dir=spill_dir))
+        parent = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        self.swept = sweep_stale_spills(parent)
+        self.folder, self._lock_fd = _new_spill_folder(parent)
         config: dict[str, Any] = {
             "memory_limit": f"{int(memory_limit_mb)}MB",
             "temp_directory": str(self.folder / "duckdb_tmp"),
@@ -531,6 +845,7 @@ class BronzeSpill:
             self.con.execute("SET TimeZone = 'UTC'")
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
+            os.close(self._lock_fd)
             raise
 
     def __enter__(self) -> Self:
@@ -543,6 +858,9 @@ class BronzeSpill:
         with contextlib.suppress(Exception):
             self.con.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def land_day(
         self,
@@ -573,12 +891,28 @@ class BronzeSpill:
             max_clock_skew_s=max_clock_skew_s,
             max_ingestion_lag_s=max_ingestion_lag_s,
         )
+        pool = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="bronze-parse")
+        parsing: collections.deque = collections.deque()
+
+        def land_parsed(upto: int) -> None:
+            # Append the oldest pages' rows until at most `upto` pages are being parsed.
+            while len(parsing) > upto:
+                file_name, future = parsing.popleft()
+                for table, landed in future.result():
+                    loader.append(table, file_name, landed)
+
         try:
             for item in _prefetched(reading):
                 kind, name = item[0], item[1]
                 if kind == "page":
-                    loader.land_page(item[2], name)
-                elif kind == "events":
+                    page = item[2]
+                    if not isinstance(page, list):
+                        loader.learn_names(page)
+                    parsing.append((name, pool.submit(loader.parse_page, page, name)))
+                    land_parsed(PARSE_THREADS)
+                    continue
+                land_parsed(0)
+                if kind == "events":
                     events = item[2]
                     loader.append(CONNECTION_EVENTS, name, events[CONNECTION_EVENTS])
                     loader.append(QUARANTINE, name, events[REJECTS])
@@ -589,7 +923,11 @@ class BronzeSpill:
                     if not skip_unreadable:
                         raise item[2]
                     skipped[name] = str(item[2])
+            land_parsed(0)
         finally:
+            for _, future in parsing:
+                future.cancel()
+            pool.shutdown(wait=True)
             loader.close()
         duplicates = loader.find_duplicates()
         return BronzeDayStore(
@@ -852,7 +1190,9 @@ class _DayLoader:
             path = self.folder / f"{table}.{len(self._paths):04d}.arrow"
             self._paths[key] = path
             self._writers[key] = pa.ipc.new_file(
-                path, SPILL_SCHEMAS[table], options=pa.ipc.IpcWriteOptions(compression="zstd")
+                path,
+                SPILL_SCHEMAS[table],
+                options=pa.ipc.IpcWriteOptions(compression=SPILL_COMPRESSION),
             )
             self._rows[key] = 0
         self._writers[key].write_table(data, max_chunksize=SPILL_BATCH_ROWS)
@@ -871,10 +1211,30 @@ class _DayLoader:
         self._writers.clear()
 
     def land_page(self, page: pa.Table | list[tuple], source_file: str) -> None:
-        if isinstance(page, list):
-            self._land_exactly(page, source_file)
-            return
+        if not isinstance(page, list):
+            self.learn_names(page)
+        for table, landed in self.parse_page(page, source_file):
+            self.append(table, source_file, landed)
+
+    def learn_names(self, page: pa.Table) -> None:
+        """Normalize the page's new (exchange, symbol) spellings (before `parse_page`)."""
         self._update_names(page.column("exchange_raw"), page.column("symbol_raw"))
+
+    def parse_page(
+        self, page: pa.Table | list[tuple], source_file: str
+    ) -> list[tuple[str, pa.Table]]:
+        """The page's rows as (spill table, rows) pairs, appending nothing: pages can be parsed
+        on several threads (Arrow and DuckDB release the GIL) and appended by one."""
+        if isinstance(page, list):
+            return self._land_exactly(page, source_file)
+        out: list[tuple[str, pa.Table]] = []
+        plain, taken = _plain_tier(page, self.names)
+        for name, table in plain.items():
+            out.append((name, _spill_table(name, self._with_dup_hash(table), source_file)))
+        if taken.all():
+            return out
+        if taken.any():
+            page = page.filter(pa.array(~taken))
         cursor = self.con.cursor()
         try:
             # Two batches, so that DuckDB parses them on two threads.
@@ -907,17 +1267,39 @@ class _DayLoader:
                 else:
                     columns[f.name] = parsed.column(f.name)
             selected = pa.table(columns).filter(pa.array(mask))
-            self.append(name, source_file, _spill_table(name, selected, source_file))
+            out.append((name, _spill_table(name, selected, source_file)))
         if not fast.all():
             # From the result, not the page: with two threads DuckDB may return rows reordered.
             slow = parsed.filter(pa.array(~fast))
             values = [slow.column(f.name).to_pylist() for f in _RAW_SCHEMA]
-            self._land_exactly(list(zip(*values)), source_file)
+            out += self._land_exactly(list(zip(*values)), source_file)
+        return out
 
-    def _land_exactly(self, rows: list[tuple], source_file: str) -> None:
+    def _with_dup_hash(self, table: pa.Table) -> pa.Table:
+        """`table` with the duplicate-key hash, computed by the same expression as on the exact
+        path (so a row and its copy get the same hash whichever path each took)."""
+        keyed = table.select(list(DUPLICATE_KEY)).append_column(
+            "row_index", pa.array(np.arange(table.num_rows, dtype=np.int64))
+        )
+        cursor = self.con.cursor()
+        try:
+            cursor.register("plain", keyed)
+            hashes = cursor.sql(
+                f"SELECT row_index, {_DUP_HASH_SQL} AS dup_hash FROM plain"
+            ).to_arrow_table()
+        finally:
+            cursor.close()
+        # DuckDB may return the rows in another order (insertion order is not preserved).
+        dup_hash = np.empty(table.num_rows, dtype=np.uint64)
+        dup_hash[np.asarray(hashes.column("row_index"))] = np.asarray(hashes.column("dup_hash"))
+        return table.append_column("dup_hash", pa.array(dup_hash, pa.uint64()))
+
+    def _land_exactly(self, rows: list[tuple], source_file: str) -> list[tuple[str, pa.Table]]:
         """Rows the vectorized parse does not take, landed by `land_tick_rows` itself."""
         builder = _Builder()
-        land_tick_rows(rows, source_file, builder, self.names)
+        # A copy: pages are parsed on several threads while the main one adds names.
+        land_tick_rows(rows, source_file, builder, dict(self.names))
+        out = []
         for name, table in builder.tables().items():
             if name in CHANNELS and table.num_rows:
                 cursor = self.con.cursor()
@@ -929,7 +1311,8 @@ class _DayLoader:
                 finally:
                     cursor.close()
                 table = _spill_table(name, table, source_file)
-            self.append(QUARANTINE if name == REJECTS else name, source_file, table)
+            out.append((QUARANTINE if name == REJECTS else name, table))
+        return out
 
     def _update_names(self, exchanges: pa.ChunkedArray, symbols: pa.ChunkedArray) -> None:
         pairs = pa.table({"e": exchanges, "s": symbols}).group_by(["e", "s"]).aggregate([])
