@@ -2,8 +2,9 @@
 Parquet on the same file, in the same run.
 
 The import (`GexImporter.enqueue` + `import_job`: stream to staging with SHA256 and sidecar,
-parse and validate every field, explode strikes, DuckDB staging table and integrity checks,
-insert into `strikes`, canonical Parquet with its sidecar) against
+parse with DuckDB's JSON reader and validate every field in SQL, explode the strikes into the
+staging table, integrity checks, insert into `strikes` while the canonical Parquet is written,
+publish it with its sidecar) against
 `COPY (SELECT * FROM read_json(file)) TO 'x.parquet'` (DuckDB's own parser, no validation, strikes
 left as nested JSON). Prints records/s for each and the ratio (target 0.5 or more).
 

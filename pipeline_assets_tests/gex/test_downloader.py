@@ -1,9 +1,11 @@
 """The downloader against a real HTTP server on loopback: retries, time-outs, truncated bodies,
 the size limit, ETags, gzip detection, reuse of content already downloaded, and the sidecar."""
 
+import dataclasses
 import gzip
 import hashlib
 import http.server
+import re
 import threading
 import time
 from pathlib import Path
@@ -198,3 +200,21 @@ def test_file_urls_and_credentials_in_urls(tmp_path):
     assert redact_url("https://u:p@api.example.com/SPX/classic?key=s3cret&x=1") == (
         "https://***@api.example.com/SPX/classic?key=***&x=1"
     )
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"), [(["500"], "HTTP 500"), (["slow"], "timed out|cannot connect")]
+)
+def test_an_enqueue_whose_server_keeps_failing_leaves_a_failed_job_with_the_reason(
+    server, importer, data_root, steps, message
+):
+    # 2 attempts, backoff from 0.01 s (the importer fixture), a read time-out under the 1.5 s
+    # the slow answer takes.
+    importer.config = dataclasses.replace(importer.config, download_timeout=0.3)
+    server.script["/day.json"] = steps
+    job = importer.enqueue(server.url("/day.json"), "SPX", "gex_zero")
+    assert job.status == "failed" and job.staged_path is None
+    assert "after 2 attempts" in job.last_error and re.search(message, job.last_error)
+    assert sum(1 for path, _ in server.hits if path == "/day.json") == 2
+    assert not (data_root / "parquet").exists()
+    assert [e["event"] for e in importer.store.history(job.id)] == ["created", "staging_failed"]

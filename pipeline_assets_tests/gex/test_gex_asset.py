@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 
 import dagster as dg
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -57,6 +58,14 @@ def test_the_sensor_adds_partitions_and_a_range_run_imports_them_with_passing_ch
         for e in run.get_asset_materialization_events()
     }
     assert rows == {"1": 3120, "2": 3120, "3": 78, "4": 78}
+    # A range run is a mass import: the job store was snapshotted before it, all jobs pending.
+    (backup,) = (data_root / "backups/gex").iterdir()
+    con = duckdb.connect(str(backup / "gex_history.db"), read_only=True)
+    try:
+        statuses = con.execute("SELECT DISTINCT status FROM import_jobs").fetchall()
+    finally:
+        con.close()
+    assert statuses == [("pending",)]
     assert {c.check_name: c.passed for c in run.get_asset_check_evaluations()} == dict.fromkeys(
         [
             checks.GEX_REQUIRED_COLUMNS,

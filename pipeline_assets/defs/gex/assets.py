@@ -20,6 +20,7 @@ from pipeline_assets.defs.gex.partitions import gex_job_partitions
 from pipeline_assets.lib.gex.store import FAILED
 from pipeline_assets.lib.run_record import utc_now
 from pipeline_assets.resources.gex_store import GexStore
+from pipeline_assets.utils.file_links import file_links
 from pipeline_assets.utils.run_metadata import run_metadata
 from pipeline_assets.utils.table_schema import column_schema
 
@@ -55,11 +56,15 @@ def gex_strikes(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     started = utc_now()
     importer = gex_store.importer(log=context.log.info, run_id=context.run.run_id)
-    jobs = []
-    for key in context.partition_keys:
+    keys = context.partition_keys
+    for key in keys:
         if not key.isdigit():
             raise dg.Failure(description=f"partition {key!r} is not an import job id")
-        jobs.append(importer.import_job(int(key)))
+    # A run that imports several pending jobs is a mass import: the spec asks for a snapshot of
+    # both databases first (a rerun of completed jobs changes nothing and takes none).
+    pending = {j.partition_key for j in importer.pending_jobs()}
+    backup = importer.backup_databases() if len(pending.intersection(keys)) > 1 else []
+    jobs = [importer.import_job(int(key)) for key in keys]
     failed = [j for j in jobs if j.status == FAILED]
     if failed:
         raise dg.Failure(
@@ -80,6 +85,14 @@ def gex_strikes(
             "output_files": dg.MetadataValue.json(j.canonical_files),
             "ticker": dg.MetadataValue.text(j.ticker),
             "endpoint": dg.MetadataValue.text(j.endpoint),
+            **file_links(
+                j.canonical_files,
+                importer.paths.data_root,
+                heading=(
+                    f"**{j.rows_written or 0:,} strikes** of {j.ticker} {j.endpoint} from job "
+                    f"{j.id}" + (" (skipped: already imported)" if j.skipped else "") + "."
+                ),
+            ),
         }
         for j in jobs
     }
@@ -96,6 +109,8 @@ def gex_strikes(
         output_files=files,
         finished=True,
     )
+    if backup:
+        metadata["backup"] = dg.MetadataValue.json(backup)
     if len(jobs) == 1:
         metadata.update(per_partition[jobs[0].partition_key])
     else:

@@ -1,4 +1,4 @@
-"""`pipeline gex ...`: enqueue, import, serve, correct, retention, jobs (no Dagster).
+"""`pipeline gex ...`: enqueue, import, serve, correct, retention, jobs, backup (no Dagster).
 
 Each command reads the same settings as the code location (`Settings.from_env`) and prints JSON.
 """
@@ -36,6 +36,8 @@ def _enqueue(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     importer = importer_from_env(_stderr)
+    if args.backup:
+        importer.backup_databases()
     jobs = (
         [importer.import_job(i) for i in args.job_ids]
         if args.job_ids
@@ -44,6 +46,11 @@ def _import(args: argparse.Namespace) -> int:
     for job in jobs:
         _print(job.as_json())
     return 1 if any(j.status == FAILED for j in jobs) else 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    _print({"backup": importer_from_env(_stderr).backup_databases()})
+    return 0
 
 
 def _correct(args: argparse.Namespace) -> int:
@@ -98,7 +105,7 @@ def _guarded(handler: Any) -> Any:
 def add_gex_commands(commands: Any) -> None:
     """Register `pipeline gex ...` on the `pipeline` parser's subcommands."""
     gex = commands.add_parser(
-        "gex", help="GEX imports: enqueue, import, serve, correct, retention, jobs"
+        "gex", help="GEX imports: enqueue, import, serve, correct, retention, jobs, backup"
     )
     sub = gex.add_subparsers(dest="gex_command", required=True)
 
@@ -117,7 +124,17 @@ def add_gex_commands(commands: Any) -> None:
         help="import the pending jobs (or the given ones) through the same code as the sensor",
     )
     imp.add_argument("job_ids", nargs="*", type=int, help="job ids (default: every pending job)")
+    imp.add_argument(
+        "--backup",
+        action="store_true",
+        help="snapshot gex_history.db and gex_data.db first (before a mass import)",
+    )
     imp.set_defaults(handler=_guarded(_import))
+
+    backup = sub.add_parser(
+        "backup", help="snapshot gex_history.db and gex_data.db into backups/gex/<UTC time>/"
+    )
+    backup.set_defaults(handler=_guarded(_backup))
 
     serve = sub.add_parser("serve", help="serve POST /gex_history_url")
     serve.add_argument(

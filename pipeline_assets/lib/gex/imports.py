@@ -4,16 +4,19 @@
    URL into `source/gexbot/<date>_<ticker>_classic_<endpoint>.json` (read-only, with its download
    sidecar) and the job gets the file's SHA256. Content already completed or queued under another
    job is not imported twice: the job is marked skipped (`skipped: true`).
-2. `import_job` (`safe_import`) parses and validates the staged file, loads it into
-   `staging_strikes_<job_id>` in `gex_data.db`, runs the integrity checks, inserts into `strikes`,
-   writes the canonical Parquet (one immutable file per job and month, with its sidecar) and marks
-   the job completed with `records_processed`. Any failure marks the job failed with a readable
-   `last_error`, keeps the staged file and touches no canonical file.
+2. `import_job` (`safe_import`) parses and validates the staged file into
+   `staging_strikes_<job_id>` in `gex_data.db` (with DuckDB's JSON reader and SQL rules,
+   `sql_records.py`; the Python parser, `records.py`, names what breaks a rule), runs the
+   integrity checks, inserts into `strikes` while the canonical Parquet (one immutable file per
+   job and month) is written under temporary names, publishes the files with their sidecars and
+   marks the job completed with `records_processed`. Any failure marks the job failed with a
+   readable `last_error`, keeps the staged file and touches no canonical file.
 3. `correct` files a follow-up job referencing the original; when it completes, the original's
    canonical files are moved to `archive/gex/superseded/` and the rewrite is recorded in the job
    history with the reason and every checksum.
 4. `retention` removes staged files older than the retention period whose jobs are all done,
-   archiving them first when asked.
+   archiving them first when asked; `backup_databases` snapshots both databases (before mass
+   imports).
 
 No Dagster here: the asset, the sensor, the CLI and the HTTP server call these methods.
 """
@@ -26,7 +29,9 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from upath import UPath
 
 from pipeline_assets.lib.custody import (
@@ -44,13 +50,20 @@ from pipeline_assets.lib.custody import (
     write_sidecar,
 )
 from pipeline_assets.lib.download import DownloadError, DownloadResult, download, redact_url
-from pipeline_assets.lib.files import sha256_file
+from pipeline_assets.lib.files import (
+    HashingWriter,
+    remove_stale_temps,
+    sha256_file,
+    temp_path_for,
+)
 from pipeline_assets.lib.gex.records import (
     GexRecordError,
     ParsedFile,
     check_looks_like_json,
+    decode_bytes,
     parse_records,
 )
+from pipeline_assets.lib.gex.sql_records import sql_path_refusal, stage_with_sql, table_rows
 from pipeline_assets.lib.gex.store import (
     COMPLETED,
     FAILED,
@@ -63,11 +76,12 @@ from pipeline_assets.lib.gex.store import (
     JobStore,
     validate_name,
 )
-from pipeline_assets.lib.parquet_lake import write_parquet
+from pipeline_assets.lib.parquet_lake import DEFAULT_ROW_GROUP_SIZE, WriteResult
 from pipeline_assets.lib.settings import Settings
 from pipeline_assets.lib.versions import CODE_VERSION
 
 TRANSFORMATION = "gex_safe_import"
+BACKUP_DIR = "backups/gex"
 DEFAULT_RETENTION_DAYS = 14
 DEFAULT_MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
 _TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*(\d{9,10})')
@@ -100,6 +114,87 @@ class RetentionReport:
     removed: list[str] = field(default_factory=list)
     archived: list[str] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # old file -> why it was kept
+
+
+@dataclass
+class _JsonSource:
+    """A staged file's decompressed JSON; `parsed` when the Python parser has read it already."""
+
+    plain: bytes
+    path: Path  # a file holding `plain` (the staged file itself unless it was compressed)
+    parsed: ParsedFile | None = None
+
+
+# Dictionary encoding for the columns that repeat along a snapshot's strikes; the strikes'
+# own values are nearly all distinct, and trying a dictionary on them cost a third of the write.
+_NO_DICTIONARY = frozenset({"strike", "gex_vol", "gex_oi", "priors"})
+
+
+@dataclass
+class _CanonicalDraft:
+    """A canonical file written under a temporary name, waiting to be published."""
+
+    month: str
+    path: Path
+    temp: Path
+    result: WriteResult
+
+
+def write_canonical_parquet_draft(path: Path, table: pa.Table) -> tuple[Path, WriteResult]:
+    """Write the canonical file for `path` in one pass, under a hidden temporary name beside it.
+
+    Deterministic: the same rows give the same bytes (fixed writer settings, one row group per
+    million rows); the SHA256 is computed while the bytes are written, and the file is synced.
+    `publish_draft` renames it; until then no reader sees it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    temp = temp_path_for(path)
+    dictionary = [n for n in table.column_names if n not in _NO_DICTIONARY]
+    try:
+        with open(temp, "wb", buffering=1 << 20) as raw:
+            out = HashingWriter(raw)
+            with pq.ParquetWriter(
+                out, table.schema, compression="zstd", compression_level=3, version="2.6",
+                use_dictionary=dictionary, write_statistics=True, store_schema=True,
+            ) as writer:  # fmt: skip
+                writer.write_table(table, row_group_size=DEFAULT_ROW_GROUP_SIZE)
+            raw.flush()
+            os.fsync(raw.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    groups = -(-table.num_rows // DEFAULT_ROW_GROUP_SIZE)
+    result = WriteResult(
+        UPath(path), out.hexdigest, out.bytes_written, table.num_rows, groups, table.schema
+    )
+    return temp, result
+
+
+def publish_draft(temp: Path, path: Path) -> None:
+    """Rename a draft to its canonical name (atomic) and make the rename durable."""
+    os.replace(temp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def split_by_month(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """The rows of each month (`YYYY-MM`) of their snapshot times, months in order."""
+    times = table["snapshot_ts_utc"]
+    bounds = pc.min_max(times).as_py()
+    first, last = bounds["min"], bounds["max"]
+    if (first.year, first.month) == (last.year, last.month):
+        # A day's history, the usual file: one month, no filtering (formatting each row's time
+        # as text cost more than the rest of the import on a 50 MB file).
+        return [(f"{first:%Y-%m}", table)]
+    keys = pc.add(pc.multiply(pc.year(times), 100), pc.month(times))
+    return [
+        (f"{key // 100:04d}-{key % 100:02d}", table.filter(pc.equal(keys, key)))
+        for key in sorted(pc.unique(keys).to_pylist())
+    ]
 
 
 class GexImporter:
@@ -294,63 +389,128 @@ class GexImporter:
                     f"{job.staged_path}: SHA256 is {sha}, but the job recorded {job.checksum} "
                     "(the staged file changed after it was downloaded)"
                 )
-            parsed = parse_records(
-                data, job_id=job.id, endpoint=job.endpoint, name=job.staged_path,
+            source = self._json_source(job, data)
+        except (GexRecordError, OSError, pa.ArrowException) as exc:
+            return self._fail(job, str(exc))
+        with contextlib.ExitStack() as cleanup:
+            if source.parsed is None and source.plain is not data:
+                # DuckDB reads the decompressed bytes from a private temporary file.
+                folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="gex-")))
+                source.path = folder / "staged.json"
+                source.path.write_bytes(source.plain)
+            del data
+            with self.paths.lock(self.config.lock_timeout):
+                drafts: list[_CanonicalDraft] = []
+                try:
+                    records, table = self._load_duckdb(job, source, drafts)
+                    files = self._publish_canonical(job, drafts, staged)
+                except (GexRecordError, duckdb.Error, OSError, pa.ArrowException) as exc:
+                    for draft in drafts:
+                        draft.temp.unlink(missing_ok=True)
+                    self._unload_duckdb(job.id)
+                    reason = (
+                        exc if isinstance(exc, GexRecordError) else f"{type(exc).__name__}: {exc}"
+                    )
+                    return self._fail(job, str(reason), locked=True)
+                with self.store.connect(locked=False) as con:
+                    job = self.store.update(
+                        con, job.id, event="completed", status=COMPLETED,
+                        records_processed=records, rows_written=table.num_rows,
+                        canonical_files=[f["path"] for f in files], last_error=None,
+                        details={"files": files, "staged_sha256": job.checksum},
+                    )  # fmt: skip
+                    if job.corrects_job_id is not None:
+                        self._supersede(con, job, files)
+        self.log(f"job {job.id}: imported {records:,} records, {table.num_rows:,} rows")
+        return job
+
+    def _json_source(self, job: ImportJob, data: bytes) -> _JsonSource:
+        """The staged file's JSON, and which parser reads it (outside the lock).
+
+        The SQL path (DuckDB, `sql_records.py`) takes every file whose fields the contract names;
+        the others are parsed here by the Python parser, which keeps unnamed fields in
+        `extra_fields`.
+        """
+        name = job.staged_path or str(job.id)
+        plain = decode_bytes(data, name=name, max_bytes=self.config.max_download_bytes)
+        check_looks_like_json(plain[:4096], name=name)
+        source = _JsonSource(plain=plain, path=self.paths.data_root / name)
+        refusal = sql_path_refusal(plain)
+        if refusal is not None:
+            self.log(f"job {job.id}: the staged file {refusal}: parsed in Python")
+            source.parsed = self._parse_in_python(job, plain)
+        return source
+
+    def _parse_in_python(self, job: ImportJob, plain: bytes) -> ParsedFile:
+        try:
+            return parse_records(
+                plain, job_id=job.id, endpoint=job.endpoint, name=job.staged_path or str(job.id),
                 max_bytes=self.config.max_download_bytes,
             )  # fmt: skip
-            del data
-        except (GexRecordError, OSError) as exc:
-            return self._fail(job, str(exc))
-        with self.paths.lock(self.config.lock_timeout):
-            try:
-                self._load_duckdb(job, parsed.table)
-                files = self._write_canonical(job, parsed, staged)
-            except (GexRecordError, duckdb.Error, OSError, pa.ArrowException) as exc:
-                self._unload_duckdb(job.id)
-                return self._fail(job, f"{type(exc).__name__}: {exc}", locked=True)
-            with self.store.connect(locked=False) as con:
-                job = self.store.update(
-                    con, job.id, event="completed", status=COMPLETED,
-                    records_processed=parsed.records, rows_written=parsed.table.num_rows,
-                    canonical_files=[f["path"] for f in files], last_error=None,
-                    details={"files": files, "staged_sha256": job.checksum},
-                )  # fmt: skip
-                if job.corrects_job_id is not None:
-                    self._supersede(con, job, files)
-        self.log(
-            f"job {job.id}: imported {parsed.records:,} records, {parsed.table.num_rows:,} rows"
-        )
-        return job
+        except pa.ArrowException as exc:  # a value pyarrow cannot hold: say so, as a record error
+            raise GexRecordError(f"{job.staged_path}: {exc}") from None
 
     def _fail(self, job: ImportJob, message: str, *, locked: bool = False) -> ImportJob:
         self.log(f"job {job.id}: failed: {message}")
         with self.store.connect(locked=not locked) as con:
             return self.store.update(con, job.id, event="failed", status=FAILED, last_error=message)
 
-    def _load_duckdb(self, job: ImportJob, table: pa.Table) -> None:
-        """Staging table, integrity checks, then `strikes` (idempotent per job)."""
+    def _load_duckdb(
+        self, job: ImportJob, source: _JsonSource, drafts: list[_CanonicalDraft]
+    ) -> tuple[int, pa.Table]:
+        """Staging table, integrity checks, then `strikes` (idempotent per job).
+
+        Returns the number of records and the rows. The staging table is a temporary table of
+        the connection to gex_data.db: it lives while the import runs and needs no cleaning up
+        after a crash. While DuckDB inserts into `strikes`, a second thread writes the canonical
+        Parquet to temporary files (`drafts`), which `_publish_canonical` renames once both
+        succeeded: the two do not wait for each other, and a failure publishes nothing.
+        """
         staging = f"staging_strikes_{int(job.id)}"
         con = duckdb.connect(str(self.paths.data_db))
         try:
-            con.register("batch_df", table)
-            con.execute(f"CREATE OR REPLACE TABLE {staging} AS SELECT * FROM batch_df")
+            parsed = source.parsed
+            records = None
+            if parsed is None:
+                records = stage_with_sql(
+                    con, source.path, table=staging, job_id=job.id, endpoint=job.endpoint,
+                    single_object=source.plain[:4096].lstrip(b" \t\r\n")[:1] == b"{",
+                )  # fmt: skip
+                if records is None:
+                    # A rule is broken somewhere (or DuckDB refused the file): the Python parser
+                    # names the record and the field.
+                    parsed = self._parse_in_python(job, source.plain)
+            if parsed is not None:
+                con.register("batch_df", parsed.table)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {staging} AS SELECT * FROM batch_df")
+                con.unregister("batch_df")
+                records = parsed.records
             rows, null_ts = con.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE timestamp IS NULL OR snapshot_ts_utc IS NULL) FROM {staging}"
-            ).fetchone()
+            ).fetchall()[0]
             if rows == 0:
                 raise GexRecordError(f"{job.staged_path}: integrity check: no records")
             if null_ts:
                 raise GexRecordError(
                     f"{job.staged_path}: integrity check: {null_ts} rows without a timestamp"
                 )
-            con.execute("CREATE TABLE IF NOT EXISTS strikes AS SELECT * FROM batch_df LIMIT 0")
-            con.execute("BEGIN")
-            con.execute("DELETE FROM strikes WHERE job_id = ?", [job.id])
-            con.execute(f"INSERT INTO strikes SELECT * FROM {staging}")
-            con.execute("COMMIT")
+            table = table_rows(con, staging)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gex-parquet") as pool:
+                writing = pool.submit(self._draft_canonical, job, table, drafts)
+                try:
+                    con.execute(
+                        f"CREATE TABLE IF NOT EXISTS strikes AS SELECT * FROM {staging} LIMIT 0"
+                    )
+                    con.execute("BEGIN")
+                    con.execute("DELETE FROM strikes WHERE job_id = ?", [job.id])
+                    con.execute(f"INSERT INTO strikes BY NAME SELECT * FROM {staging}")
+                    con.execute("COMMIT")
+                finally:
+                    writing.result()  # waits; raises what the writer raised
             con.execute(f"DROP TABLE {staging}")
         finally:
             con.close()
+        return int(records), table
 
     def _unload_duckdb(self, job_id: int) -> None:
         if not self.paths.data_db.exists():
@@ -376,19 +536,25 @@ class GexImporter:
             / f"strikes_job{job.id}.parquet"
         )
 
-    def _write_canonical(
-        self, job: ImportJob, parsed: ParsedFile, staged: Path
+    def _draft_canonical(
+        self, job: ImportJob, table: pa.Table, drafts: list[_CanonicalDraft]
+    ) -> None:
+        """Write one Parquet file per month of the job's snapshots, under temporary names."""
+        for month, part in split_by_month(table):
+            path = self.canonical_path(job, month)
+            temp, result = write_canonical_parquet_draft(path, part)
+            drafts.append(_CanonicalDraft(month=month, path=path, temp=temp, result=result))
+
+    def _publish_canonical(
+        self, job: ImportJob, drafts: list[_CanonicalDraft], staged: Path
     ) -> list[dict[str, Any]]:
-        """One Parquet file per month of the job's snapshots, each with its sidecar."""
-        table = parsed.table
-        months = pc.strftime(table["snapshot_ts_utc"], format="%Y-%m")
+        """Rename the drafts to their canonical names, each with its sidecar."""
         parent = self.custody.file_parent(UPath(staged), sha256=job.checksum)
         written = []
-        for month in sorted(pc.unique(months).to_pylist()):
-            part = table.filter(pc.equal(months, month))
-            path = self.canonical_path(job, month)
+        for draft in drafts:
+            path, result, month = draft.path, draft.result, draft.month
             old = sha256_file(path)[0] if path.exists() else None
-            result = write_parquet(UPath(path), part)
+            publish_draft(draft.temp, path)
             record = self.custody.processed(
                 UPath(path), sha256=result.sha256, size_bytes=result.size_bytes, parents=[parent],
                 transformation_name=TRANSFORMATION,
@@ -454,6 +620,33 @@ class GexImporter:
         self.log(
             f"job {job.id} corrects job {original.id} ({job.reason}): {len(old_files)} file(s) superseded"
         )
+
+    # --- backups -----------------------------------------------------------------------------
+
+    def backup_databases(self, now: dt.datetime | None = None) -> list[str]:
+        """Snapshot `gex_history.db` and `gex_data.db` into `backups/gex/<UTC time>/`.
+
+        The spec asks for a snapshot of both before mass imports. Taken under the writer lock,
+        so no import or enqueue writes during the copy (connections live only inside the lock, so
+        the files are checkpointed); each copy is verified by SHA256. Returns the copies,
+        relative to the data root.
+        """
+        stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = self.paths.data_root / BACKUP_DIR / stamp
+        copies = []
+        with self.paths.lock(self.config.lock_timeout):
+            for db in (self.paths.history_db, self.paths.data_db):
+                for path in (db, db.with_name(db.name + ".wal")):
+                    if not path.exists():
+                        continue
+                    folder.mkdir(parents=True, exist_ok=True)
+                    copy = folder / path.name
+                    shutil.copy2(path, copy)
+                    if sha256_file(copy) != sha256_file(path):
+                        raise OSError(f"backing up {path} to {copy}: the copy differs")
+                    copies.append(self.custody.relative(copy))
+        self.log(f"backup: {', '.join(copies) or 'no GEX database yet'}")
+        return copies
 
     # --- retention ---------------------------------------------------------------------------
 

@@ -56,6 +56,10 @@ KNOWN_FIELDS: frozenset[str] = frozenset(
 REQUIRED_FIELDS: tuple[str, ...] = ("timestamp", "ticker", "spot")
 # Unix seconds: anything at or above this is milliseconds (or nonsense), not seconds.
 MAX_UNIX_SECONDS = 1e11
+# Integers beyond 2**53 are not exact as doubles (pyarrow refuses them); whole-number fields hold
+# int64.
+MAX_EXACT_INT = 2**53
+INT64_RANGE = range(-(2**63), 2**63)
 
 
 class GexRecordError(ValueError):
@@ -143,12 +147,14 @@ def _fail(where: str, field_name: str, expected: str, value: Any) -> GexRecordEr
 
 
 def _finite(value: Any) -> bool:
-    return type(value) is int or (type(value) is float and math.isfinite(value))
+    if type(value) is int:
+        return -MAX_EXACT_INT <= value <= MAX_EXACT_INT
+    return type(value) is float and math.isfinite(value)
 
 
 def _num_or_null(value: Any) -> bool:
     # json.loads reads 1e999 as infinity: a finite number or null only.
-    return value is None or type(value) is int or (type(value) is float and math.isfinite(value))
+    return value is None or _finite(value)
 
 
 def _pair(value: Any) -> bool:
@@ -206,12 +212,15 @@ def _strike_columns(groups: list[Any]) -> tuple[pa.Array, pa.Array, pa.Array, pa
     prior_values = itertools.chain.from_iterable(p for p in priors if p is not None)
     if set(map(type, prior_values)) - _NUMBER_OR_NULL_TYPES:
         return None
-    strike_arr = pa.array(strikes, pa.float64())
+    try:
+        strike_arr = pa.array(strikes, pa.float64())
+        vol_arr, oi_arr = pa.array(vols, pa.float64()), pa.array(ois, pa.float64())
+        prior_arr = pa.array(priors, pa.list_(pa.float64()))
+    except pa.ArrowInvalid:
+        return None  # an integer a double cannot hold exactly
     placeholders = sum(1 for g in groups if g is _NO_STRIKES)
     if strike_arr.null_count != placeholders:
         return None  # a null strike in a real item
-    vol_arr, oi_arr = pa.array(vols, pa.float64()), pa.array(ois, pa.float64())
-    prior_arr = pa.array(priors, pa.list_(pa.float64()))
     if not all(_all_finite(a) for a in (strike_arr, vol_arr, oi_arr, pc.list_flatten(prior_arr))):
         return None
     return strike_arr, vol_arr, oi_arr, prior_arr
@@ -276,15 +285,15 @@ def build_table(records: list[Any], *, job_id: int, endpoint: str, name: str) ->
         for f in FLOAT_FIELDS:
             v = record.get(f)
             if v is not None and not _finite(v):
-                raise _fail(where, f, "a finite number or null", v)
+                raise _fail(where, f, "a finite number or null (an integer within 2**53)", v)
             snap[f].append(v)
         for f in INT_FIELDS:
             v = record.get(f)
             if v is not None:
                 if type(v) is float and v.is_integer():
                     v = int(v)
-                elif type(v) is not int:
-                    raise _fail(where, f, "a whole number or null", v)
+                if type(v) is not int or v not in INT64_RANGE:
+                    raise _fail(where, f, "a whole number (64-bit) or null", v)
             snap[f].append(v)
         for f in PAIR_FIELDS:
             v = record.get(f)
