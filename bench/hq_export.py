@@ -5,8 +5,8 @@ folder), then exports the window (a) with a plain `COPY (SELECT <contract column
 run_id) TO STDOUT (FORMAT csv)` read into one pyarrow table and written with
 `pyarrow.parquet.write_table`, and (b) through the export path of the `hq_export` asset: the
 classified COPY hashed and parsed as it streams, contract conversion (UTC timestamps, exact
-decimals, redaction, v1) to a local Arrow file, dead letter split, and the lake IO manager writing
-one file per org with sidecars.
+decimals, redaction, v1) to local Arrow files (one per org), dead letter split, and the lake IO
+manager writing one file per org, org after org, with sidecars.
 Prints rows/s of each and the ratio; then measures the peak memory (RSS above the start) of the
 export path for 200k and 2M rows, each in a fresh process.
 

@@ -13,6 +13,13 @@ process (so that its peak RSS is its own):
 and prints MB/s of uncompressed input, the ratio sampler / baseline, and peak RSS.
 
     python bench/sample.py [--mb 500] [--rows 10000] [--keep DIR]
+
+With `--gzip-mb N` it runs the issue's own measurement instead: a gzip JSON Lines dump of about N
+MB *compressed* (1,000 for the 1 GB dump), sampled at random (seeded, with and without parsing
+every record), against `gzip -dc FILE | wc -l` on the same file in the same run: seconds, peak
+RSS, and the ratio (gzip -dc | wc -l seconds / sampler seconds; above 1: faster than it).
+
+    python bench/sample.py --gzip-mb 1000 [--rows 10000]
 """
 
 from __future__ import annotations
@@ -90,6 +97,63 @@ def generate(folder: Path, megabytes: int) -> tuple[Path, Path, int]:
     return array, gz, i
 
 
+def generate_gzip(folder: Path, compressed_mb: int) -> tuple[Path, int]:
+    """A gzip JSON Lines file of about `compressed_mb` MB, the records piped through `gzip -1`."""
+    gz = folder / "systems.jsonl.gz"
+    target = compressed_mb * 1_000_000
+    i = 0
+    with gz.open("wb") as out:
+        gzip_proc = subprocess.Popen(["gzip", "-1", "-c"], stdin=subprocess.PIPE, stdout=out)
+        assert gzip_proc.stdin is not None
+        while gz.stat().st_size < target:
+            for _ in range(20):  # 200,000 records between looks at the size
+                block = [
+                    RECORD.format(
+                        i=j, id64=j * 7919, x=j % 40000, y=j % 977, z=j % 3001, pop=j * 13
+                    )
+                    for j in range(i, i + 10_000)
+                ]
+                gzip_proc.stdin.write(("\n".join(block) + "\n").encode())
+                i += 10_000
+        gzip_proc.stdin.close()
+        if gzip_proc.wait() != 0:
+            raise RuntimeError("gzip failed")
+    return gz, i
+
+
+def gzip_run(folder: Path, compressed_mb: int, rows: int) -> None:
+    """The 1 GB measurement: sampler against `gzip -dc | wc -l` on one gzip JSON Lines dump."""
+    t0 = time.perf_counter()
+    gz, records = generate_gzip(folder, compressed_mb)
+    size = gz.stat().st_size / 1e6
+    print(
+        f"generated {records:,} records: {gz.name} {size:,.0f} MB gzip -1 in {time.perf_counter() - t0:.0f} s"
+    )
+    wc_seconds = gzip_wc(gz)
+    samp = child(SAMPLER, str(gz), str(rows), "validate")
+    fast = child(SAMPLER, str(gz), str(rows), "no-validate")
+    for m in (samp, fast):
+        assert m["records"] == records and m["kept"] == min(rows, records), (m, records)
+    print(
+        f"{'reader':<34} {'seconds':>8} {'compressed MB/s':>16} {'peak RSS MB':>12} {'growth MB':>10} {'ratio':>6}"
+    )
+    for label, m in (
+        ("gzip -dc | wc -l", {"seconds": wc_seconds, "rss": None}),
+        (f"sampler random {rows:,}", samp),
+        ("  the same, --no-validate", fast),
+    ):
+        rss = f"{m['rss'] / 1e6:,.0f}" if m["rss"] else "-"
+        growth = f"{(m['rss'] - m['imported']) / 1e6:,.0f}" if m["rss"] else "-"
+        print(
+            f"{label:<34} {m['seconds']:>8.1f} {size / m['seconds']:>16.1f} {rss:>12} {growth:>10} "
+            f"{wc_seconds / m['seconds']:>6.2f}"
+        )
+    print(
+        "ratio: gzip -dc | wc -l seconds over this reader's (above 1: faster); growth: peak RSS "
+        "less RSS after imports"
+    )
+
+
 def child(script: str, *args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
@@ -110,10 +174,23 @@ def main() -> int:
     )
     parser.add_argument("--rows", type=int, default=10_000, help="records to sample")
     parser.add_argument("--keep", help="generate into this folder and keep the files")
+    parser.add_argument(
+        "--gzip-mb",
+        type=int,
+        default=0,
+        help="instead: a gzip JSON Lines dump of about this many MB compressed, vs gzip -dc | wc -l",
+    )
     args = parser.parse_args()
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-sample-"))
     folder.mkdir(parents=True, exist_ok=True)
+    if args.gzip_mb:
+        try:
+            gzip_run(folder, args.gzip_mb, args.rows)
+        finally:
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
+        return 0
     try:
         t0 = time.perf_counter()
         array, gz, records = generate(folder, args.mb)

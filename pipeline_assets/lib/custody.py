@@ -224,3 +224,38 @@ def verify_file(data_path: UPath, *, expected_sha256: str | None = None) -> Cust
             f"{data_path}: size is {actual_size} bytes, its sidecar records {recorded_size}"
         )
     return record
+
+
+def completed_output_reason(
+    data_path: UPath,
+    *,
+    parents: Iterable[ParentRef],
+    params: Mapping[str, Any],
+    code_version: str,
+) -> str | None:
+    """Why `data_path` need not be made again, or None.
+
+    It need not when it exists, verifies against its sidecar, and the sidecar records exactly
+    these parents (path and SHA256), these transformation parameters and this code version: the
+    same inputs through the same code give the same bytes, so making it again would change
+    nothing. Anything missing, changed or different gives None (make it).
+    """
+    try:
+        record = verify_file(data_path)
+    except CustodyError:
+        return None
+    wanted = sorted((p.path, p.sha256 or "") for p in parents)
+    if not isinstance(record, ProcessedMetadata):
+        return None
+    if sorted((p.path, p.sha256 or "") for p in record.parents) != wanted:
+        return None
+    if json.loads(json.dumps(dict(params), sort_keys=True, default=str)) != dict(
+        record.transformation_params
+    ):
+        return None
+    if record.code_version != code_version:
+        return None
+    return (
+        f"{record.path} was made by run {record.run_id} from the same {len(wanted)} input(s) "
+        f"(path and SHA256), parameters and code version {code_version}"
+    )

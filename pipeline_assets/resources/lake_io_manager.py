@@ -21,11 +21,13 @@ import json
 import typing
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
@@ -47,6 +49,7 @@ from pipeline_assets.lib.parquet_lake import (
     LakeOutput,
     WriteResult,
     hive_folder,
+    parse_hive_folder,
     read_parquet,
     stream_parquet,
     write_parquet,
@@ -61,9 +64,41 @@ PARTITION_NAME_METADATA_KEY = "lake/partition_name"
 SPLIT_BY_METADATA_KEY = "lake/split_by"
 ROW_GROUP_SIZE_METADATA_KEY = "lake/row_group_size"
 SPLIT_GROUPED_METADATA_KEY = "lake/split_grouped"
+SPLIT_PARENTS_METADATA_KEY = "lake/split_parents"
 EMPTY_MARKER = "_empty.json"
 
 _LAYER_BY_PREFIX = {"bronze_": "bronze", "silver_": "silver", "gold_": "gold", "dx_": "hq"}
+# Files listed in a partition's markdown summary; `output_files` lists them all.
+_SUMMARY_MAX_FILES = 50
+
+
+def _null_rates(results: list[WriteResult], rows: int) -> dict[str, float]:
+    """Null rate of each nullable top-level column of a partition, from the files' footers.
+
+    The footers' statistics already count the nulls, so no data is read back. Nested columns
+    (lists, structs) are left out: their leaf counts do not say how many rows are null.
+    """
+    if not results or not rows:
+        return {}
+    schema = results[0].schema
+    wanted = {f.name for f in schema if f.nullable and not pa.types.is_nested(f.type)}
+    nulls = dict.fromkeys(sorted(wanted), 0)
+    for result in results:
+        with result.path.open("rb") as handle:
+            footer = pq.ParquetFile(handle).metadata
+        for g in range(footer.num_row_groups):
+            group = footer.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                name = chunk.path_in_schema
+                if name not in nulls:
+                    continue
+                stats = chunk.statistics
+                if stats is None or not stats.has_null_count:
+                    nulls.pop(name)  # unknown: better absent than wrong
+                    continue
+                nulls[name] += stats.null_count
+    return {name: round(count / rows, 6) for name, count in nulls.items()}
 
 
 def _layer_of(asset_key: dg.AssetKey, definition_metadata: Mapping[str, Any]) -> str:
@@ -121,12 +156,55 @@ def _step_identity(context: dg.InputContext | dg.OutputContext) -> tuple[str, st
         return "<direct>", "<direct>"
 
 
+def _upstream_keys(context: dg.OutputContext) -> set[dg.AssetKey] | None:
+    """The assets the output's asset depends on (for a multi-asset: that output's own deps, from
+    `internal_asset_deps` or its spec); None when there is no run to ask."""
+    try:
+        node = context.step_context.job_def.asset_layer.get(context.asset_key)
+    except (dg.DagsterInvariantViolationError, KeyError):
+        return None
+    return set(node.parent_keys)
+
+
 def _schema_of(data: Any) -> pa.Schema | None:
     return (
         getattr(data, "schema", None)
         if isinstance(getattr(data, "schema", None), pa.Schema)
         else None
     )
+
+
+@dataclass(frozen=True)
+class CompletedPartition:
+    """Returned for a partition instead of its data: the files an earlier run made from the same
+    inputs and parameters (`lib.custody.completed_output_reason` says so) are kept as they are,
+    verified, and `reason` goes into the partition's materialization metadata (`completed_earlier`).
+    """
+
+    reason: str
+
+
+def _hive_values(path: str) -> dict[str, str]:
+    """The `name=value` folders of a path (decoded), by name."""
+    return (
+        parse_hive_folder("/".join(part for part in path.split("/")[:-1] if "=" in part))
+        if "=" in path
+        else {}
+    )
+
+
+def parents_of_split_file(
+    parents: list[ParentRef], file_values: Mapping[str, str]
+) -> list[ParentRef]:
+    """The parents of one file of a split partition: those split by the same column with another
+    value (`symbol=ETH-USD` for the file of `symbol=BTC-USD`) are left out; every other parent (a
+    file not split that way, a query, a URL) stays."""
+    kept = []
+    for parent in parents:
+        values = _hive_values(parent.path) if parent.kind == "file" else {}
+        if all(values.get(name, value) == value for name, value in file_values.items()):
+            kept.append(parent)
+    return kept or parents
 
 
 def _remove_empty_folders(start: UPath, *, stop: UPath) -> None:
@@ -167,6 +245,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
         self.verify_on_load = verify_on_load
         # Files each step has read, so the files it writes can name them as parents.
         self._loaded: dict[tuple[str, str], list[tuple[str | None, ParentRef]]] = defaultdict(list)
+        # The asset each of those files belongs to, by path, so that an output of a multi-asset
+        # names only the inputs its own asset depends on.
+        self._loaded_from: dict[tuple[str, str], dict[str, dg.AssetKey]] = defaultdict(dict)
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -244,6 +325,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
 
         results: list[tuple[str | None, WriteResult, UPath]] = []
         empty: list[str | None] = []
+        completed = {
+            key: data.reason for key, data, _ in items if isinstance(data, CompletedPartition)
+        }
         for key, data, folder in items:
             context.log.debug(
                 f"writing partition {key} of {context.asset_key.to_user_string()} to {folder}"
@@ -253,6 +337,10 @@ class LakeParquetIOManager(dg.UPathIOManager):
             if not written:
                 empty.append(key)
         run_level, by_partition = self._output_metadata(results, empty)
+        for key, reason in completed.items():
+            by_partition.setdefault(key, {})["completed_earlier"] = dg.MetadataValue.text(reason)
+        if completed:
+            run_level["partitions_completed_earlier"] = dg.MetadataValue.int(len(completed))
         context.add_output_metadata(run_level)
         if len(by_partition) > 1:
             # A range run makes one materialization per partition: each gets its own figures.
@@ -267,6 +355,8 @@ class LakeParquetIOManager(dg.UPathIOManager):
         self, context: dg.OutputContext, partition_key: str | None, data: Any, folder: UPath
     ) -> list[tuple[WriteResult, UPath]]:
         """Write one partition's files and their sidecars, then drop what an earlier run left."""
+        if isinstance(data, CompletedPartition):
+            return self._keep_partition(context, folder, data.reason)
         explicit = data if isinstance(data, LakeOutput) else LakeOutput(data=data)
         parents = [*explicit.parents, *self._parents_for(context, partition_key)]
         if not parents:
@@ -302,14 +392,28 @@ class LakeParquetIOManager(dg.UPathIOManager):
                     folder / DATA_FILE_NAME, explicit.data, schema=explicit.schema, **options
                 )
             ]
+        # A split file names the parents of its own value only (metadata `lake/split_parents:
+        # all` names every parent of the partition instead, for an asset that mixes values).
+        exact = (
+            split_by
+            and (context.definition_metadata or {}).get(SPLIT_PARENTS_METADATA_KEY, "matching")
+            != "all"
+        )
         written = []
         for result in results:
+            if exact:
+                values = _hive_values(self.factory.relative(result.path))
+                file_parents = parents_of_split_file(
+                    parents, {name: values[name] for name in split_by if name in values}
+                )
+            else:
+                file_parents = parents
             record = self.factory.processed(
                 result.path,
                 sha256=result.sha256,
                 size_bytes=result.size_bytes,
                 rows=result.rows,
-                parents=parents,
+                parents=file_parents,
                 transformation_name=context.asset_key.to_user_string(),
                 transformation_params=dict(explicit.params),
                 asset_key=context.asset_key.to_user_string(),
@@ -326,6 +430,33 @@ class LakeParquetIOManager(dg.UPathIOManager):
                 parents,
             )
         return written
+
+    def _keep_partition(
+        self, context: dg.OutputContext, folder: UPath, reason: str
+    ) -> list[tuple[WriteResult, UPath]]:
+        """The files of a partition completed earlier, verified against their sidecars, as written."""
+        files = self.partition_files(folder, _split_by(context.definition_metadata or {}))
+        if not files:
+            raise LakeError(
+                f"asset {context.asset_key.to_user_string()}: {folder} was returned as completed "
+                "earlier, but it holds no data file to keep"
+            )
+        kept = []
+        for path in files:
+            record = verify_file(path)
+            with path.open("rb") as handle:
+                footer = pq.ParquetFile(handle).metadata
+            result = WriteResult(
+                path=path,
+                sha256=record.file_sha256,
+                size_bytes=int(getattr(record, "size_bytes", 0) or 0),
+                rows=footer.num_rows,
+                row_groups=footer.num_row_groups,
+                schema=footer.schema.to_arrow_schema(),
+            )
+            kept.append((result, sidecar_path(path)))
+        context.log.info(f"kept {folder} as it is: {reason}")
+        return kept
 
     def _finish_split_partition(
         self,
@@ -379,6 +510,12 @@ class LakeParquetIOManager(dg.UPathIOManager):
             chosen = [ref for key, ref in loaded if key in (partition_key, None)] or [
                 ref for _, ref in loaded
             ]
+        upstream = _upstream_keys(context)
+        if upstream is not None:
+            origin = self._loaded_from.get(_step_identity(context), {})
+            chosen = [
+                ref for ref in chosen if ref.path not in origin or origin[ref.path] in upstream
+            ] or chosen
         unique = {ref.path: ref for ref in chosen}
         return [unique[p] for p in sorted(unique)]
 
@@ -402,20 +539,50 @@ class LakeParquetIOManager(dg.UPathIOManager):
             grouped.setdefault(key, []).append((result, sidecar))
         by_partition: dict[str | None, dict[str, Any]] = {}
         for key, files in grouped.items():
+            rows = sum(r.rows for r, _ in files)
             metadata: dict[str, Any] = {
-                "dagster/row_count": dg.MetadataValue.int(sum(r.rows for r, _ in files)),
+                "dagster/row_count": dg.MetadataValue.int(rows),
                 "output_files": dg.MetadataValue.json(
                     [self.factory.relative(r.path) for r, _ in files]
                 ),
                 "empty_partition": dg.MetadataValue.bool(not files),
             }
+            null_rates = _null_rates([r for r, _ in files], rows)
+            if null_rates:
+                # Plain numbers, so the UI plots each nullable column's rate over time.
+                metadata["null_rate_max"] = dg.MetadataValue.float(max(null_rates.values()))
+                for column, rate in null_rates.items():
+                    metadata[f"null_rate/{column}"] = dg.MetadataValue.float(rate)
             if len(files) == 1:
                 result, sidecar = files[0]
                 metadata["path"] = dg.MetadataValue.path(str(result.path))
                 metadata["sha256"] = dg.MetadataValue.text(result.sha256)
                 metadata["sidecar"] = dg.MetadataValue.path(str(sidecar))
+                metadata["trace"] = dg.MetadataValue.text(f"pipeline trace {result.path}")
+            metadata["summary"] = dg.MetadataValue.md(
+                self._summary([r for r, _ in files], rows, null_rates)
+            )
             by_partition[key] = metadata
         return run_level, by_partition
+
+    def _summary(self, results: list[WriteResult], rows: int, null_rates: dict[str, float]) -> str:
+        """The partition as the UI's markdown: its files, each with the command tracing it."""
+        if not results:
+            return f"**Empty partition**: no rows; `{EMPTY_MARKER}` stands in for its files."
+        files = f"{len(results)} file{'s' if len(results) > 1 else ''}"
+        lines = [f"**{rows:,} rows** in {files}, {sum(r.size_bytes for r in results):,} bytes."]
+        if null_rates:
+            worst = max(null_rates, key=lambda c: null_rates[c])
+            lines.append(f"Highest null rate: `{worst}` {null_rates[worst]:.2%}.")
+        lines += ["", "| file | rows | sha256 | trace |", "| --- | ---: | --- | --- |"]
+        for r in results[:_SUMMARY_MAX_FILES]:
+            lines.append(
+                f"| `{self.factory.relative(r.path)}` | {r.rows:,} | `{r.sha256[:12]}` "
+                f"| `pipeline trace {r.path}` |"
+            )
+        if len(results) > _SUMMARY_MAX_FILES:
+            lines.append(f"| … {len(results) - _SUMMARY_MAX_FILES} more in `output_files` | | | |")
+        return "\n".join(lines)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -448,9 +615,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
                 present[key] = {path: self._check_and_record(context, key, path) for path in files}
             else:
                 marker = folder / EMPTY_MARKER
-                self._loaded[_step_identity(context)].append(
-                    (key, self.factory.file_parent(marker))
-                )
+                ref = self.factory.file_parent(marker)
+                self._loaded[_step_identity(context)].append((key, ref))
+                self._loaded_from[_step_identity(context)][ref.path] = context.asset_key
                 present[key] = _empty_schema(marker)
 
         wanted = context.dagster_type.typing_type if context.dagster_type else Any
@@ -469,9 +636,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
         """Read the file's sidecar and note the file as a parent of what this step writes;
         returns the SHA256 the file must have."""
         record = read_sidecar(path)
-        self._loaded[_step_identity(context)].append(
-            (partition_key, self.factory.file_parent(path, sha256=record.file_sha256))
-        )
+        ref = self.factory.file_parent(path, sha256=record.file_sha256)
+        self._loaded[_step_identity(context)].append((partition_key, ref))
+        self._loaded_from[_step_identity(context)][ref.path] = context.asset_key
         return record.file_sha256
 
     def _read_as(self, wanted: Any, partitions: list[dict[UPath, str] | pa.Schema]) -> Any:

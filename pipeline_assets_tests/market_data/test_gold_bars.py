@@ -1,11 +1,15 @@
 """Gold one-minute bars equal an independent DuckDB SQL aggregation of the silver files they were
-made from; minutes without trades hold what the contract says; files carry custody sidecars."""
+made from; minutes without trades hold what the contract says; files carry custody sidecars naming
+their own symbol's silver files; a day whose bars were made from the same silver files is not
+computed again (the reason in the metadata), unless its files or inputs changed or `recompute`."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -135,12 +139,27 @@ def test_gold_files_name_the_silver_files_they_came_from(lake) -> None:
         parents = {p["path"] for p in sidecar["parents"]}
         symbol_folder = data.parent.name
         date_folder = data.parent.parent.name
-        # The partition's parents: the day's silver files (every symbol's, one list per partition).
-        assert {
-            f"silver/silver_orderbook_features/{date_folder}/{symbol_folder}/data.parquet",
-            f"silver/silver_trade_features/{date_folder}/{symbol_folder}/data.parquet",
-        } <= parents
-        assert all(p.startswith("silver/silver_") and f"/{date_folder}/" in p for p in parents)
+        # Exactly the silver files of its own day and symbol, not those of the other symbols.
+        assert parents == {
+            f"silver/{asset}/{date_folder}/{symbol_folder}/data.parquet"
+            for asset in ("silver_orderbook_features", "silver_trade_features")
+            if (root / "silver" / asset / date_folder / symbol_folder / "data.parquet").exists()
+        }
+
+
+def test_silver_files_name_their_own_symbols_bronze_and_the_day_wide_inputs(lake) -> None:
+    root, _ = lake
+    for data in (root / "silver").glob("silver_*/date=*/symbol=*/data.parquet"):
+        sidecar = json.loads(data.with_name("data.parquet.meta.json").read_text())
+        parents = {p["path"] for p in sidecar["parents"]}
+        symbol_folder, date_folder = data.parent.name, data.parent.parent.name
+        bronze = {p for p in parents if p.startswith("bronze/bronze_") and "/symbol=" in p}
+        assert bronze and all(f"/{date_folder}/{symbol_folder}/" in p for p in bronze)
+        # The connection events of the day (not split) are a parent of every symbol's file, and
+        # from the second day on the checkpoint of the day before (its date is not the file's).
+        assert f"bronze/bronze_connection_events/{date_folder}/data.parquet" in parents
+        if date_folder != f"date={DAYS[0]}":
+            assert any(p.startswith("silver/_state/market_features/date=") for p in parents)
 
 
 def test_every_gold_check_ran_and_passed(lake) -> None:
@@ -150,3 +169,69 @@ def test_every_gold_check_ran_and_passed(lake) -> None:
         if e.asset_key == dg.AssetKey("gold_bars_1m")
     ]
     assert len(evaluations) == 7 and all(e.passed for e in evaluations)
+
+
+def _gold_run(root: Path, **run_config) -> dg.ExecuteInProcessResult:
+    with dg.DagsterInstance.ephemeral() as instance:
+        return dg.materialize(
+            [gold_bars_1m],
+            resources=market_resources(root),
+            instance=instance,
+            run_config={"ops": {"gold_bars_1m": {"config": run_config}}} if run_config else None,
+            tags={
+                "dagster/asset_partition_range_start": DAYS[0],
+                "dagster/asset_partition_range_end": DAYS[-1],
+            },
+        )
+
+
+def _gold_files(root: Path) -> dict[str, tuple[str, str]]:
+    """Each gold file's SHA256 and the run its sidecar names."""
+    return {
+        str(p.relative_to(root)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            json.loads(p.with_name("data.parquet.meta.json").read_text())["run_id"],
+        )
+        for p in sorted((root / "gold").rglob("data.parquet"))
+    }
+
+
+def test_a_day_made_from_the_same_silver_files_is_not_computed_again(lake, tmp_path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(lake[0], root)
+    before = _gold_files(root)
+    result = _gold_run(root)
+    assert result.success
+    assert _gold_files(root) == before  # same bytes, same run in the sidecars: nothing rewritten
+    (mat, *_) = [m.materialization for m in result.get_asset_materialization_events()]
+    completed = mat.metadata["days_completed_earlier"].value
+    assert sorted(completed) == DAYS
+    assert all("same silver files" in reason for reason in completed.values())
+    per_partition = {
+        m.partition: m.materialization.metadata for m in result.get_asset_materialization_events()
+    }
+    assert all("completed_earlier" in per_partition[d] for d in DAYS)
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+def test_a_day_whose_files_changed_or_recompute_is_computed_again(lake, tmp_path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(lake[0], root)
+    before = _gold_files(root)
+    # One symbol's bars of the first day are gone: that day is computed, the other kept.
+    gone = min((root / "gold" / "gold_bars_1m" / f"date={DAYS[0]}").glob("symbol=*"))
+    shutil.rmtree(gone)
+    result = _gold_run(root)
+    after = _gold_files(root)
+    assert {p: sha for p, (sha, _) in after.items()} == {p: sha for p, (sha, _) in before.items()}
+    changed_runs = {p for p in after if after[p][1] != before[p][1]}
+    assert changed_runs == {p for p in after if f"date={DAYS[0]}" in p}
+    (mat, *_) = [m.materialization for m in result.get_asset_materialization_events()]
+    assert sorted(mat.metadata["days_completed_earlier"].value) == [DAYS[1]]
+    # `recompute: true` computes every day again, to the same bytes.
+    result = _gold_run(root, recompute=True)
+    (mat, *_) = [m.materialization for m in result.get_asset_materialization_events()]
+    assert mat.metadata["days_completed_earlier"].value == {}
+    assert {p: sha for p, (sha, _) in _gold_files(root).items()} == {
+        p: sha for p, (sha, _) in before.items()
+    }

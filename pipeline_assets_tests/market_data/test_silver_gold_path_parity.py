@@ -1,6 +1,8 @@
 """Silver, gold and checkpoint files are byte-identical (sha256) whether the days are materialized
 one at a time, as one single-run backfill of the range, or by the watchers as the worker files
-grow day by day; and D+1 before D is refused, naming the day to materialize first."""
+grow day by day; D+1 before D is refused, naming the day to materialize first; and recomputing a
+day alone is refused when a later, computed day started from its old state. Marked slow (about 35 s
+of Dagster runs); the stale-state rule is also tested fast in `test_silver_stale_later_days.py`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from upath import UPath
 
 from pipeline_assets.defs.market_data.bronze import bronze_market_data
 from pipeline_assets.defs.market_data.features_jobs import market_features_job
@@ -19,6 +22,7 @@ from pipeline_assets.defs.market_data.gold import gold_bars_1m
 from pipeline_assets.defs.market_data.jobs import bronze_job
 from pipeline_assets.defs.market_data.sensors import bronze_watcher
 from pipeline_assets.defs.market_data.silver import silver_market_features
+from pipeline_assets.lib.custody import read_sidecar
 from pipeline_assets.lib.market.demo_sources import write_demo_worker_files
 from pipeline_assets.resources.market_sources import MarketSources
 from pipeline_assets_tests.market_data.feature_reference import market_resources
@@ -26,6 +30,8 @@ from pipeline_assets_tests.market_data.feature_reference import market_resources
 DAYS = ["2026-02-17", "2026-02-18", "2026-02-19"]
 ROWS = 400
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+pytestmark = pytest.mark.slow
 
 
 def _defs(root: Path, staleness_limit_s: float = 120.0) -> dg.Definitions:
@@ -46,6 +52,17 @@ def _write_days(root: Path, days: list[str]) -> None:
 def _hashes(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for layer in ("silver", "gold")
+        for p in sorted((root / layer).rglob("*.parquet"))
+    }
+
+
+def _parents(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """Each silver, gold and checkpoint file's parents (path, SHA256) as its sidecar records them."""
+    return {
+        str(p.relative_to(root)): sorted(
+            (ref.path, ref.sha256 or "") for ref in read_sidecar(UPath(p)).parents
+        )
         for layer in ("silver", "gold")
         for p in sorted((root / layer).rglob("*.parquet"))
     }
@@ -121,6 +138,9 @@ def test_the_three_paths_write_byte_identical_silver_and_gold(
     assert len(daily) == 3 * 4 * 4 + 3  # 3 days x (3 silver + 1 gold) x 4 symbols + 3 checkpoints
     assert daily == ranged
     assert daily == watched
+    # The chain of custody agrees too: a day started in the same run names the checkpoint it
+    # started from, exactly as a day that read the checkpoint file.
+    assert _parents(one_day_at_a_time) == _parents(single_run_range) == _parents(watcher_driven[0])
 
 
 def test_checks_passed_and_resets_are_in_the_metadata(single_run_range) -> None:
@@ -175,3 +195,46 @@ def test_a_checkpoint_written_with_other_settings_is_refused(
         )
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "written with" in failure.step_failure_data.user_failure_data.description
+
+
+def test_recomputing_a_day_alone_with_an_unchanged_state_keeps_the_same_bytes(
+    one_day_at_a_time: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(one_day_at_a_time, root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        _run(_defs(root).resolve_job_def("market_features_job"), instance, partition_key=DAYS[1])
+    assert _hashes(root) == _hashes(one_day_at_a_time)
+
+
+def test_recomputing_a_day_alone_that_changes_its_state_is_refused_naming_the_later_days(
+    one_day_at_a_time: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(one_day_at_a_time, root)
+    # One symbol's trades of the second day gone from bronze: that day ends in another state.
+    trades = root / "bronze" / "bronze_trades" / f"date={DAYS[1]}"
+    shutil.rmtree(min(trades.glob("symbol=*")))
+    before = _hashes(root)
+    defs = _defs(root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("market_features_job").execute_in_process(
+            instance=instance, partition_key=DAYS[1], raise_on_error=False
+        )
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        message = failure.step_failure_data.user_failure_data.description
+        assert f"the silver features of {DAYS[2]} were computed from the old one" in message
+        assert f"materialize {DAYS[1]} to {DAYS[2]} in one range run" in message
+        assert _hashes(root) == before  # nothing written
+        _run(
+            defs.resolve_job_def("market_features_job"),
+            instance,
+            tags={RANGE_START: DAYS[1], RANGE_END: DAYS[2]},
+        )
+    # The chain is whole again: the last day started from the second day's new checkpoint.
+    state = root / "silver" / "_state" / "market_features"
+    new_sha = hashlib.sha256((state / f"date={DAYS[1]}" / "state.parquet").read_bytes()).hexdigest()
+    assert _hashes(root) != before
+    assert new_sha in {
+        p.sha256 for p in read_sidecar(UPath(state / f"date={DAYS[2]}" / "state.parquet")).parents
+    }

@@ -1,6 +1,6 @@
 """Silver features on real captured exchange data equal the independent plain-loop reference.
 
-A fixture converts real captures from ../shared/realdata/crypto/ into the collector schema (one
+A fixture converts real captures (fixtures/realdata/, copied with their licenses) into the collector schema (one
 worker SQLite file): Binance USD-M BTCUSDT book tickers and trades of 2024-08-08 (hftbacktest;
 half the trades without their side, so inference runs on real prints) and 5-level book snapshots
 of 2020-09-01 (tardis). Bronze lands it with the real bronze code; the features must equal the
@@ -24,13 +24,12 @@ from pipeline_assets.lib.market.demo_sources import CONNECTION_EVENTS_DDL, MARKE
 from pipeline_assets.lib.market.features import FeatureParams, compute_symbol_day
 from pipeline_assets_tests.market_data.feature_reference import Book, Trade, reference_features
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "crypto"
-HFT = REALDATA / "hftbacktest" / "usdm_btcusdt_20240808.gz"
-TARDIS = REALDATA / "tardis" / "binance-futures_book_snapshot_5_BTCUSDT.csv"
+# Copies of ../shared/realdata/crypto/ files, with their licenses in SOURCES.md beside them.
+REALDATA = Path(__file__).resolve().parent / "fixtures" / "realdata"
+HFT = REALDATA / "usdm_btcusdt_20240808.gz"
+TARDIS = REALDATA / "binance-futures_book_snapshot_5_BTCUSDT.csv"
 MAX_LINES = 8000
 TRUE_SIDES: dict[str, str] = {}  # trade id -> the aggressor side the exchange reported
-
-pytestmark = pytest.mark.skipif(not HFT.exists(), reason=f"real data not found at {REALDATA}")
 
 
 def _iso(us: int) -> str:

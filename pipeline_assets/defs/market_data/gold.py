@@ -2,13 +2,17 @@
 
 A bar needs nothing outside its own day (the one cross-minute quantity, each snapshot's mid
 return, is already in silver), so days are independent: the asset reads each day's silver files
-one symbol at a time (`lib.market.feature_days.compute_bars_day`).
+one symbol at a time (`lib.market.feature_days.compute_bars_day`). A day whose bars were made
+from the same silver files, parameters and code version (their sidecars say so) is not computed
+again: its files are kept, and the reasons are in the metadata (`days_completed_earlier`, and
+`completed_earlier` on each kept day).
 """
 
 import datetime as dt
 from collections.abc import Iterator
 
 import dagster as dg
+from pydantic import Field
 
 from contracts.core import arrow_schema
 from contracts.market_features import GoldBars1m
@@ -21,10 +25,18 @@ from pipeline_assets.defs.market_data.features_checks import (
     feature_check_specs,
 )
 from pipeline_assets.defs.market_data.partitions import market_daily_partitions
+from pipeline_assets.lib.custody import read_sidecar
 from pipeline_assets.lib.market.bars import BARS_SCHEMA
-from pipeline_assets.lib.market.feature_days import compute_bars_day, partition_written
+from pipeline_assets.lib.market.feature_days import (
+    completed_bars_reason,
+    compute_bars_day,
+    partition_symbol_files,
+    partition_written,
+    read_bars_day,
+)
 from pipeline_assets.lib.parquet_lake import LakeOutput
 from pipeline_assets.lib.run_record import utc_now
+from pipeline_assets.resources.lake_io_manager import CompletedPartition
 from pipeline_assets.utils.run_metadata import run_metadata
 from pipeline_assets.utils.table_schema import column_schema
 
@@ -32,6 +44,22 @@ from pipeline_assets.utils.table_schema import column_schema
 def _silver_folder(io_manager: object, asset: str, day: dt.date):
     return io_manager.partition_folder(  # type: ignore[attr-defined]
         dg.AssetKey(asset), market_daily_partitions, day.isoformat(), {"lake/layer": "silver"}
+    )
+
+
+def _gold_folder(io_manager: object, day: dt.date):
+    return io_manager.partition_folder(  # type: ignore[attr-defined]
+        dg.AssetKey(GOLD_BARS_1M), market_daily_partitions, day.isoformat(), {"lake/layer": "gold"}
+    )
+
+
+class GoldBarsConfig(dg.Config):
+    recompute: bool = Field(
+        False,
+        description=(
+            "Compute every day of the run, even one whose bars were made from the same silver "
+            "files, parameters and code version (kept as they are by default)."
+        ),
     )
 
 
@@ -59,12 +87,15 @@ def _silver_folder(io_manager: object, asset: str, day: dt.date):
         "null OHLC, VWAP and TFI. Folders `gold/gold_bars_1m/date=<UTC day>/symbol=<BASE-QUOTE>/`."
     ),
 )
-def gold_bars_1m(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
+def gold_bars_1m(
+    context: dg.AssetExecutionContext, config: GoldBarsConfig
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     started = utc_now()
     io_manager = context.resources.io_manager
     factory = io_manager.factory
     days = [dt.date.fromisoformat(key) for key in sorted(context.partition_keys)]
     computed = {}
+    completed: dict[dt.date, str] = {}
     for day in days:
         folders = [
             _silver_folder(io_manager, a, day)
@@ -75,8 +106,19 @@ def gold_bars_1m(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.A
             raise dg.Failure(
                 description=f"silver features for {day} are missing ({', '.join(missing)}): materialize them first"
             )
+        reason = (
+            None
+            if config.recompute
+            else completed_bars_reason(day, *folders, _gold_folder(io_manager, day), factory)
+        )
+        if reason is not None:
+            context.log.info(f"day {day}: not computed again: {reason}")
+            completed[day] = reason
+            continue
         computed[day] = compute_bars_day(day, *folders)
-    outputs = {}
+    outputs: dict[str, LakeOutput | CompletedPartition] = {
+        day.isoformat(): CompletedPartition(reason) for day, reason in completed.items()
+    }
     for day, bars in computed.items():
         parents = [factory.file_parent(f.path, sha256=f.sha256) for f in bars.parents]
         if not parents:
@@ -88,14 +130,21 @@ def gold_bars_1m(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.A
         outputs[day.isoformat()] = LakeOutput(
             bars.table, parents=parents, params={"day": day.isoformat()}, schema=BARS_SCHEMA
         )
-    yield dg.Output(
-        outputs,
-        metadata=run_metadata(
-            context,
-            started_utc=started,
-            row_counts={"bars": sum(b.table.num_rows for b in computed.values())},
-        ),
+    kept_rows = sum(
+        read_sidecar(f.path).rows or 0
+        for day in completed
+        for f in partition_symbol_files(_gold_folder(io_manager, day)).values()
     )
-    yield from feature_check_results(
-        GOLD_BARS_1M, {day: (lambda b=b: b.table) for day, b in computed.items()}
+    metadata = run_metadata(
+        context,
+        started_utc=started,
+        row_counts={"bars": sum(b.table.num_rows for b in computed.values()) + kept_rows},
     )
+    metadata["days_completed_earlier"] = dg.MetadataValue.json(
+        {day.isoformat(): reason for day, reason in completed.items()}
+    )
+    yield dg.Output({key: outputs[key] for key in sorted(outputs)}, metadata=metadata)
+    tables = {day: (lambda b=b: b.table) for day, b in computed.items()}
+    # A kept day's checks run on its files as they are.
+    tables |= {day: (lambda d=day: read_bars_day(_gold_folder(io_manager, d))) for day in completed}
+    yield from feature_check_results(GOLD_BARS_1M, dict(sorted(tables.items())))

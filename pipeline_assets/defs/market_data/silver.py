@@ -4,7 +4,8 @@ One multi-asset computes the three silver assets from one read of the day's bron
 symbol (`lib.market.feature_days` does the work; this is the Dagster shell). Each day starts from
 the state at the end of the previous day: computed earlier in the same run, or read from its
 checkpoint `silver/_state/market_features/date=D/state.parquet`. A day whose previous day has
-landed bronze but no checkpoint is refused, naming the day to materialize first.
+landed bronze but no checkpoint is refused, naming the day to materialize first; so is a run whose
+last day would end in another state than the one the next, already computed day started from.
 """
 
 import datetime as dt
@@ -39,9 +40,13 @@ from pipeline_assets.lib.market.feature_days import (
     FeatureDay,
     LakeFile,
     MissingStateError,
+    StaleLaterDaysError,
+    checkpoint_hashes,
     compute_features_day,
+    link_in_run_starts,
     partition_written,
     previous_state,
+    refuse_stale_later_days,
     write_checkpoint,
 )
 from pipeline_assets.lib.market.features import FeatureState, FeatureStateError
@@ -185,6 +190,13 @@ def silver_market_features(
             )
             computed.append(feature_day)
             in_run[day] = feature_day.state
+        hashes = checkpoint_hashes(in_run, spill_dir)
+        # A later day computed from the old state of the run's last day would silently go stale.
+        try:
+            refuse_stale_later_days(base, hashes)
+        except StaleLaterDaysError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        link_in_run_starts(base, computed, hashes)
 
         factory = io_manager.factory
 

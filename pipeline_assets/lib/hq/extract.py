@@ -359,48 +359,74 @@ def split_batch(
 
 @dataclass
 class PreparedWindow:
-    """One dataset window shaped to the contract, on local disk (Arrow IPC), with its counts."""
+    """One dataset window shaped to the contract, on local disk (one Arrow IPC stream file per
+    `org_id`), with its counts."""
 
     spec: DatasetSpec
-    path: Path | None
+    paths: dict[str, Path]
     result: WindowResult
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """The contract rows, streamed from disk; the file is removed once read (or abandoned)."""
-        if self.path is None:
-            return
+        """The contract rows, org by org (orgs in sorted order, each org's rows in key order),
+        streamed from disk; each file is removed once read, all of them if the stream is abandoned.
+
+        Grouped by org, the lake writes one org file after the other, so it holds one pending row
+        group in all, however many orgs the window has (`lake/split_grouped`).
+        """
         try:
-            # Read, not memory-mapped: mapped pages would count against the process as it goes.
-            with pa.OSFile(str(self.path), "rb") as source:
-                reader = pa.ipc.open_stream(source)
-                yield from reader
+            for org in sorted(self.paths):
+                # Read, not memory-mapped: mapped pages would count against the process as it goes.
+                with pa.OSFile(str(self.paths[org]), "rb") as source:
+                    yield from pa.ipc.open_stream(source)
+                self.paths[org].unlink(missing_ok=True)
         finally:
             self.remove()
 
     def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
+
+
+def _org_slices(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """The batch's rows of each org_id, in their order (an exported row always has an org_id)."""
+    orgs = batch.column("org_id")
+    values = pc.unique(orgs).to_pylist()
+    if len(values) == 1:
+        yield values[0], batch
+        return
+    for org in values:
+        yield org, batch.filter(pc.equal(orgs, org))
 
 
 def prepare_stream(
     spec: DatasetSpec, source: Any, window: tuple[str, Any, Any], *, spool_dir: str | None = None
 ) -> PreparedWindow:
-    """Classify and convert CSV transport rows block by block into an Arrow stream file; the dead
-    rows and the counts per org land in the result."""
+    """Classify and convert CSV transport rows block by block into one Arrow stream file per org;
+    the dead rows and the counts per org land in the result."""
     result = WindowResult()
-    fd, name = tempfile.mkstemp(prefix=f".{spec.name}-", suffix=".arrows", dir=spool_dir)
-    os.close(fd)
-    path = Path(name)
+    paths: dict[str, Path] = {}
     try:
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, spec.schema) as writer:
+        with contextlib.ExitStack() as stack:
+            writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
             for batch in _csv_batches(spec, source):
                 out = split_batch(spec, batch, window, result)
-                if out.num_rows:
-                    writer.write_batch(out)
+                if not out.num_rows:
+                    continue
+                for org, rows in _org_slices(out):
+                    if org not in writers:
+                        fd, name = tempfile.mkstemp(
+                            prefix=f".{spec.name}-", suffix=".arrows", dir=spool_dir
+                        )
+                        os.close(fd)
+                        paths[org] = Path(name)
+                        sink = stack.enter_context(pa.OSFile(name, "wb"))
+                        writers[org] = stack.enter_context(pa.ipc.new_stream(sink, spec.schema))
+                    writers[org].write_batch(rows)
     except BaseException:
-        path.unlink(missing_ok=True)
+        for path in paths.values():
+            path.unlink(missing_ok=True)
         raise
-    return PreparedWindow(spec, path, result)
+    return PreparedWindow(spec, paths, result)
 
 
 def dead_letter_table(rows: list[dict[str, Any]]) -> pa.Table:

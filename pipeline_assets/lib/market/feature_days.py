@@ -19,7 +19,13 @@ import pyarrow as pa
 from upath import UPath
 
 from contracts.custody import ParentRef
-from pipeline_assets.lib.custody import MetadataFactory, read_sidecar, write_sidecar
+from pipeline_assets.lib.custody import (
+    CustodyError,
+    MetadataFactory,
+    completed_output_reason,
+    read_sidecar,
+    write_sidecar,
+)
 from pipeline_assets.lib.market.bars import BARS_SCHEMA, bars_for_symbol
 from pipeline_assets.lib.market.bronze import (
     BRONZE_CONNECTION_EVENTS_SCHEMA,
@@ -65,6 +71,10 @@ BRONZE_SCHEMAS = {
 
 class MissingStateError(RuntimeError):
     """The previous day's state is needed and does not exist."""
+
+
+class StaleLaterDaysError(RuntimeError):
+    """Recomputing a day would change the state that later, already computed days started from."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +214,94 @@ def previous_state(
     )
 
 
+def checkpoint_sha256(state: FeatureState, scratch: Path) -> str:
+    """The SHA256 the checkpoint of `state` would have (written to a scratch file, not the lake).
+
+    The checkpoint is written deterministically, so equal states give equal hashes.
+    """
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    result = write_parquet(UPath(scratch), state_to_table(state), schema=STATE_SCHEMA, fsync=False)
+    scratch.unlink(missing_ok=True)
+    return result.sha256
+
+
+def _recorded_start(lake_base: UPath, day: dt.date) -> str | None:
+    """The SHA256 of the checkpoint of `day - 1` that the checkpoint of `day` records as its
+    parent: the state `day` started from (None: it started cold, without that checkpoint)."""
+    wanted = "/".join(
+        [
+            *CHECKPOINT_FOLDER,
+            hive_folder([("date", (day - dt.timedelta(days=1)).isoformat())]),
+            CHECKPOINT_FILE,
+        ]
+    )
+    record = read_sidecar(checkpoint_path(lake_base, day))
+    return next((p.sha256 for p in record.parents if p.path == wanted), None)
+
+
+def stale_later_days(lake_base: UPath, day: dt.date, new_checkpoint_sha256: str) -> list[dt.date]:
+    """The computed days after `day` whose state chain a new end-of-day state of `day` breaks.
+
+    Empty when `day + 1` was never computed, or started from a checkpoint with exactly this hash
+    (recomputing `day` gave the same state). Otherwise `day + 1` and every consecutive day after
+    it with a checkpoint: their silver (and the gold made from it) came from the old state.
+    """
+    after = day + dt.timedelta(days=1)
+    if not checkpoint_path(lake_base, after).exists():
+        return []
+    if _recorded_start(lake_base, after) == new_checkpoint_sha256:
+        return []
+    stale = []
+    while checkpoint_path(lake_base, after).exists():
+        stale.append(after)
+        after += dt.timedelta(days=1)
+    return stale
+
+
+def checkpoint_hashes(
+    states: Mapping[dt.date, FeatureState], scratch_dir: Path
+) -> dict[dt.date, str]:
+    """The SHA256 each day's checkpoint will have, computed before anything is written."""
+    return {
+        day: checkpoint_sha256(state, scratch_dir / f"{day.isoformat()}-state.parquet")
+        for day, state in states.items()
+    }
+
+
+def link_in_run_starts(
+    lake_base: UPath, days: Sequence[FeatureDay], hashes: Mapping[dt.date, str]
+) -> None:
+    """Name the previous day's checkpoint as a parent of each day that started from it in this run.
+
+    A day read from the checkpoint file names it (with its hash); a day whose previous day was
+    computed in the same run names the checkpoint this run is about to write, with the hash it
+    will have, so the sidecars of a range run equal those of days run one at a time.
+    """
+    for day in days:
+        before = day.day - dt.timedelta(days=1)
+        if day.origin == "this_run":
+            day.parents.append(LakeFile(checkpoint_path(lake_base, before), hashes[before]))
+
+
+def refuse_stale_later_days(lake_base: UPath, hashes: Mapping[dt.date, str]) -> None:
+    """Raise `StaleLaterDaysError` when a day of this run is the last of it before a computed day
+    whose starting state it would change (`hashes`: each run day's checkpoint SHA256, from
+    `checkpoint_hashes`); call it before anything is written."""
+    for day in sorted(hashes):
+        if day + dt.timedelta(days=1) in hashes:
+            continue
+        stale = stale_later_days(lake_base, day, hashes[day])
+        if stale:
+            first, last = min(hashes), stale[-1]
+            raise StaleLaterDaysError(
+                f"recomputing {day} changes the state at its end, and the silver features of "
+                f"{stale[0]}{f' to {last}' if last != stale[0] else ''} were computed from the "
+                f"old one (the checkpoint of {day} they started from no longer matches): "
+                f"materialize {first} to {last} in one range run, so that every later day starts "
+                "from the new state; nothing was written"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # One day of silver features
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +408,56 @@ class BarsDay:
     day: dt.date
     table: pa.Table
     parents: list[LakeFile]
+
+
+def completed_bars_reason(
+    day: dt.date,
+    orderbook_folder: UPath,
+    trades_folder: UPath,
+    gold_folder: UPath,
+    factory: MetadataFactory,
+) -> str | None:
+    """Why the bars of `day` need not be computed again, or None (compute them).
+
+    They need not when the day's gold folder holds one verified file per symbol of the day's
+    silver files, each made from exactly that symbol's silver files (path and SHA256, as its
+    sidecar records them), with the same parameters and code version: the same inputs through
+    the same code give the same bytes.
+    """
+    books, trades = partition_symbol_files(orderbook_folder), partition_symbol_files(trades_folder)
+    symbols = set(books) | set(trades)
+    try:
+        gold = partition_symbol_files(gold_folder)
+    except CustodyError:
+        return None
+    if not symbols or set(gold) != symbols:
+        return None
+    for symbol in sorted(symbols):
+        parents = [
+            factory.file_parent(f.path, sha256=f.sha256)
+            for f in (books.get(symbol), trades.get(symbol))
+            if f is not None
+        ]
+        reason = completed_output_reason(
+            gold[symbol].path,
+            parents=parents,
+            params={"day": day.isoformat()},
+            code_version=factory.code_version,
+        )
+        if reason is None:
+            return None
+    return (
+        f"the bars of {day} ({len(symbols)} symbol files) were made from the same silver files "
+        f"(path and SHA256), parameters and code version {factory.code_version}; computing them "
+        "again would write the same bytes"
+    )
+
+
+def read_bars_day(gold_folder: UPath) -> pa.Table:
+    """A day's gold bars as written (verified), symbols in order, as `compute_bars_day` makes them."""
+    files = partition_symbol_files(gold_folder)
+    parts = [read_verified(files[symbol]) for symbol in sorted(files)]
+    return pa.concat_tables(parts).combine_chunks() if parts else BARS_SCHEMA.empty_table()
 
 
 def compute_bars_day(day: dt.date, orderbook_folder: UPath, trades_folder: UPath) -> BarsDay:
