@@ -272,12 +272,13 @@ def key_duplicates(
 
 def registered_contracts() -> list[type[ContractModel]]:
     """Every contract the project defines, in a stable order."""
-    from contracts import custody, gex, hq, market, market_features, staging
+    from contracts import custody, gex, hq, hq_reconciliation, market, market_features, staging
 
     models: list[type[ContractModel]] = [
         *custody.CONTRACTS,
         *gex.CONTRACTS,
         *hq.CONTRACTS,
+        *hq_reconciliation.CONTRACTS,
         *market.CONTRACTS,
         *market_features.CONTRACTS,
         *staging.CONTRACTS,

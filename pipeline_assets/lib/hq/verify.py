@@ -3,6 +3,8 @@
 Each function tests one property of a set of Parquet files (the windows one run wrote) and returns
 `(passed, figures)`. Values are read with DuckDB (keys, counts) or streamed with pyarrow in
 batches (the secret scan), so a check holds one batch in memory, however large the window.
+Files are paths or `UPath`s; on object storage they are read through the `UPath`'s own filesystem
+(DuckDB through fsspec), so no DuckDB extension has to be downloaded.
 """
 
 from __future__ import annotations
@@ -10,40 +12,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from contracts.core import ContractModel, schema_violations
 from contracts.hq import EXPORT_SCHEMA_VERSION
+from pipeline_assets.lib.hq.lake_files import LakeFile, connect, files_sql, read_schema
 from pipeline_assets.lib.hq.redaction import KV_PATTERN, REDACTED, TOKEN_PATTERN
 
 Figures = dict[str, Any]
 
 
-def _files_sql(files: Sequence[str]) -> str:
-    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-
-
-def _query(files: Sequence[str], select: str, tail: str = "") -> list[tuple[Any, ...]]:
-    con = duckdb.connect()
+def _query(files: Sequence[LakeFile], select: str, tail: str = "") -> list[tuple[Any, ...]]:
+    con = connect(files)
     try:
         return con.execute(
-            f"SELECT {select} FROM read_parquet({_files_sql(files)}, hive_partitioning = false) {tail}"
+            f"SELECT {select} FROM read_parquet({files_sql(files)}, hive_partitioning = false) {tail}"
         ).fetchall()
     finally:
         con.close()
 
 
 def columns_match_contract(
-    files: Sequence[str], model: type[ContractModel]
+    files: Sequence[LakeFile], model: type[ContractModel]
 ) -> tuple[bool, Figures]:
     """Every file's columns are exactly the contract's (names, types, nullability)."""
     problems: dict[str, list[str]] = {}
     for path in files:
-        found = schema_violations(pq.read_schema(path), model)
+        found = schema_violations(read_schema(path), model)
         if found:
-            problems[path] = found
+            problems[str(path)] = found
     return not problems, {
         "contract": f"{model.contract.name} {model.contract.version}",
         "files_checked": len(files),
@@ -51,7 +48,7 @@ def columns_match_contract(
     }
 
 
-def schema_version_is_v1(files: Sequence[str]) -> tuple[bool, Figures]:
+def schema_version_is_v1(files: Sequence[LakeFile]) -> tuple[bool, Figures]:
     """Every row carries export_schema_version = 'v1'."""
     if not files:
         return True, {"rows": 0, "rows_not_v1": 0}
@@ -62,7 +59,7 @@ def schema_version_is_v1(files: Sequence[str]) -> tuple[bool, Figures]:
     return bad == 0, {"rows": rows, "rows_not_v1": bad}
 
 
-def org_id_present(files: Sequence[str]) -> tuple[bool, Figures]:
+def org_id_present(files: Sequence[LakeFile]) -> tuple[bool, Figures]:
     """Every row has an org_id (tenant scope)."""
     if not files:
         return True, {"rows": 0, "rows_without_org_id": 0}
@@ -72,7 +69,9 @@ def org_id_present(files: Sequence[str]) -> tuple[bool, Figures]:
     return bad == 0, {"rows": rows, "rows_without_org_id": bad}
 
 
-def unique(files: Sequence[str], columns: Sequence[str], limit: int = 5) -> tuple[bool, Figures]:
+def unique(
+    files: Sequence[LakeFile], columns: Sequence[str], limit: int = 5
+) -> tuple[bool, Figures]:
     """The column tuple is unique over all rows of the files."""
     if not files:
         return True, {"rows": 0, "columns": list(columns), "duplicates": []}
@@ -90,14 +89,14 @@ def unique(files: Sequence[str], columns: Sequence[str], limit: int = 5) -> tupl
     }
 
 
-def rows_by_org(files: Sequence[str]) -> dict[str, int]:
+def rows_by_org(files: Sequence[LakeFile]) -> dict[str, int]:
     """Rows per org_id over the files."""
     if not files:
         return {}
     return dict(_query(files, "org_id, count(*)", "GROUP BY org_id ORDER BY org_id"))
 
 
-def no_secrets(files: Sequence[str]) -> tuple[bool, Figures]:
+def no_secrets(files: Sequence[LakeFile]) -> tuple[bool, Figures]:
     """No text value of the files holds a credential-looking value (outside `[REDACTED]`).
 
     One DuckDB pass (RE2, the same patterns the redaction uses): a value fails when it matches a
@@ -106,7 +105,7 @@ def no_secrets(files: Sequence[str]) -> tuple[bool, Figures]:
     if not files:
         return True, {"rows_scanned": 0, "values_with_secrets_by_column": {}}
     text = sorted(
-        {f.name for path in files for f in pq.read_schema(path) if pa.types.is_string(f.type)}
+        {f.name for path in files for f in read_schema(path) if pa.types.is_string(f.type)}
     )
     token, kv = _sql_string(TOKEN_PATTERN), _sql_string(KV_PATTERN)
     marker = _sql_string(REDACTED)
@@ -119,10 +118,10 @@ def no_secrets(files: Sequence[str]) -> tuple[bool, Figures]:
             f"count(*) FILTER (WHERE regexp_matches({col}, {token}) OR "
             f"regexp_replace({plain}, {kv}, '\\1' || {marker}, 'g') <> {plain})"
         )
-    con = duckdb.connect()
+    con = connect(files)
     try:
         row = con.execute(
-            f"SELECT count(*), {', '.join(terms)} FROM read_parquet({_files_sql(files)}, "
+            f"SELECT count(*), {', '.join(terms)} FROM read_parquet({files_sql(files)}, "
             "hive_partitioning = false, union_by_name = true)"
         ).fetchone()
     finally:
