@@ -19,6 +19,7 @@ day of any size is checked in bounded memory without reading the files back:
 """
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -214,6 +215,18 @@ _EVALUATORS = {
 }
 
 
+def _explain(
+    name: str, failed: Sequence[str], by_day: Mapping[str, Mapping[str, Any]]
+) -> str | None:
+    if not failed:
+        return None
+    return "; ".join(
+        f"{name} failed on {day}: "
+        + json.dumps({k: v for k, v in by_day[day].items() if k != "passed"}, default=str)
+        for day in failed
+    )[:2000]
+
+
 def bronze_check_results(
     asset_tables: Mapping[str, str],
     days: Sequence[BronzeDayStore],
@@ -233,6 +246,8 @@ def bronze_check_results(
                 asset_key=asset,
                 check_name=name,
                 passed=not failed,
+                # What the UI shows beside a failure: the days and their figures, keys included.
+                description=_explain(name, failed, by_day),
                 metadata={
                     "days_checked": dg.MetadataValue.int(len(days)),
                     "failed_days": dg.MetadataValue.json(failed),

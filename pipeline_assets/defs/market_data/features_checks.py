@@ -8,6 +8,7 @@ feature code is wrong, not the market.
 """
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -224,6 +225,15 @@ def feature_check_results(
             asset_key=asset,
             check_name=name,
             passed=not failed[name],
+            # What the UI shows beside a failure: each failing day with its figures.
+            description="; ".join(
+                f"{name} failed on {day}: "
+                + json.dumps(
+                    {k: v for k, v in figures[name][day].items() if k != "passed"}, default=str
+                )
+                for day in failed[name]
+            )[:2000]
+            or None,
             metadata={
                 "days_checked": dg.MetadataValue.int(len(tables_by_day)),
                 "failed_days": dg.MetadataValue.json(failed[name]),

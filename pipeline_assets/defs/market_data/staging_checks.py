@@ -65,6 +65,9 @@ def staging_check_results(asset: str, metadata_path: Path) -> list[dg.AssetCheck
                 asset_key=asset,
                 check_name=name,
                 passed=passed,
+                description=None
+                if passed
+                else f"{metadata_path.name} breaks the run contract's rule `{expression}`",
                 metadata={
                     "rule": dg.MetadataValue.text(expression),
                     "file": dg.MetadataValue.path(str(metadata_path)),
@@ -77,6 +80,7 @@ def staging_check_results(asset: str, metadata_path: Path) -> list[dg.AssetCheck
             asset_key=asset,
             check_name=METADATA_MATCHES_JSON_SCHEMA,
             passed=not errors,
+            description=_schema_failure(metadata_path, errors) if errors else None,
             metadata={
                 "errors": dg.MetadataValue.json(errors[:50]),
                 "file": dg.MetadataValue.path(str(metadata_path)),
@@ -84,6 +88,11 @@ def staging_check_results(asset: str, metadata_path: Path) -> list[dg.AssetCheck
         )
     )
     return results
+
+
+def _schema_failure(metadata_path: Path, errors: Sequence[object]) -> str:
+    listed = "; ".join(map(str, errors[:5]))
+    return f"{metadata_path.name} does not match its JSON Schema: {listed}"[:2000]
 
 
 def all_passed(results: Sequence[dg.AssetCheckResult]) -> bool:
