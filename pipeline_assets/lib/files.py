@@ -77,14 +77,39 @@ def sha256_file(path: str | os.PathLike[str] | UPath) -> tuple[str, int]:
 
 
 def temp_path_for(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    # The writer's pid in the name: only the temporaries of writers that are gone are stale.
+    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex}{TEMP_SUFFIX}")
+
+
+def _writer_alive(temp: Path, target: Path) -> bool:
+    """Whether the process that named `temp` (see `temp_path_for`) still runs on this machine."""
+    middle = temp.name[len(target.name) + 2 : -len(TEMP_SUFFIX)]
+    pid_text, _, _ = middle.partition("-")
+    if not pid_text.isdigit():
+        return False  # a name without a pid: from before pids were recorded
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_stale_temps(target: Path) -> int:
-    """Remove temporaries an interrupted writer of `target` left behind; returns how many."""
+    """Remove temporaries an interrupted writer of `target` left behind; returns how many.
+
+    A temporary whose writer still runs is left alone: two runs writing the same file at once
+    (overlapping backfills) must not delete each other's file before its rename.
+    """
     removed = 0
     if target.parent.exists():
         for stale in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
+            if _writer_alive(stale, target):
+                continue
             stale.unlink(missing_ok=True)
             removed += 1
     return removed
