@@ -10,9 +10,12 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)
 export PIPELINE_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: demo test test-fast dev bench contracts setup clean-data
+.PHONY: demo test test-fast dev bench contracts setup browser clean-data
 
-setup: $(STAMP)
+CHROMIUM ?= /usr/bin/chromium
+
+## make setup: the virtualenv, and the browser the UI test drives
+setup: $(STAMP) browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, found " + sys.version' 
@@ -21,12 +24,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The UI test drives Debian's chromium through the `playwright` package of the dev extra (no
+# browser download). Installed here as root where apt-get exists; elsewhere install `chromium`
+# yourself, or the browser test skips and says why.
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the UI test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+			|| echo "warning: apt-get could not install chromium; the UI browser test will skip"; \
+	else \
+		echo "note: no $(CHROMIUM), and apt-get needs root: the UI browser test will skip"; \
+	fi
+
 ## make demo: generate demo sources, materialize every asset, run every check, print a summary
 demo: $(STAMP)
 	$(BIN)/pipeline demo
 
 ## make test: the whole suite, slow scale runs included
-test: $(STAMP)
+test: setup
 	$(BIN)/python -m contracts.publish --check
 	$(BIN)/pytest
 
@@ -46,7 +62,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/staging_export.py
 	$(BIN)/python bench/bronze_day.py
 	$(BIN)/python bench/hq_export.py
+	$(BIN)/python bench/hq_reconcile.py
 	$(BIN)/python bench/market_features.py
+	$(BIN)/python bench/faults.py
 
 ## make contracts: regenerate the published JSON Schemas and contract docs from contracts/
 contracts: $(STAMP)

@@ -143,6 +143,22 @@ def _run_groups(
     return sorted(groups.values(), key=lambda group: min(order[k] for k in group[1]))
 
 
+def demo_targets(
+    defs: dg.Definitions, instance: dg.DagsterInstance
+) -> list[tuple[list[dg.AssetKey], list[str] | None]]:
+    """What the demo materializes: each group of assets sharing a partitioning, with its partition
+    keys (None: unpartitioned), in dependency order; groups with no partition to run are left out.
+
+    A deployment that launches the demo as a backfill (deploy/, docs/deploy.md) targets the same.
+    """
+    targets = []
+    for partitions_def, keys in _run_groups(defs):
+        partition_keys = _demo_partition_keys(partitions_def, instance)
+        if partition_keys != []:
+            targets.append((keys, partition_keys))
+    return targets
+
+
 def _folder_of(files: Sequence[str]) -> str:
     parts = files[0].split("/") if files else []
     # The dataset folder: `bronze/bronze_trades/` of a lake file, `staging/` of a staging export.
@@ -217,6 +233,10 @@ def run_demo(
                     f"check failed: {evaluation.asset_key.to_user_string()}:{evaluation.check_name} {evaluation.description or ''}"
                 )
         if not result.success:
+            for failure in result.get_step_failure_events():
+                error = failure.step_failure_data.error
+                message = error.message.strip() if error else "no error recorded"
+                log(f"step {failure.step_key} failed: {message}")
             log(f"run {result.run_id} failed; see it in the UI (make dev) or the log above")
     return DemoReport(sources, summaries, runs, time.monotonic() - started)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from upath import UPath
 
 DEFAULT_DATA_ROOT = "data"
 DEFAULT_MARKET_START_DATE = "2020-01-01"
@@ -32,16 +34,7 @@ def _is_url(value: str) -> bool:
 
 
 def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name) or ""
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != float("inf")):
-        raise SettingsError(f"{name}={raw!r}: expected a number of seconds > 0")
-    return value
+    return _positive_number(env, name, default, what="a number of seconds")
 
 
 def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
@@ -61,6 +54,17 @@ def _minutes_in(env: Mapping[str, str], name: str, default: int, low: int, high:
     return int(raw)
 
 
+def _minutes_dividing_hour(env: Mapping[str, str], name: str, default: int) -> int:
+    # A cron schedule of `*/N` minutes is evenly spaced only when N divides the hour.
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 60 or 60 % int(raw):
+        allowed = ", ".join(str(m) for m in range(1, 61) if 60 % m == 0)
+        raise SettingsError(f"{name}={raw!r}: expected whole minutes dividing the hour ({allowed})")
+    return int(raw)
+
+
 def _whole(env: Mapping[str, str], name: str, default: int, low: int) -> int:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -68,6 +72,59 @@ def _whole(env: Mapping[str, str], name: str, default: int, low: int) -> int:
     if not raw.isdigit() or int(raw) < low:
         raise SettingsError(f"{name}={raw!r}: expected a whole number >= {low}")
     return int(raw)
+
+
+def _positive_number(
+    env: Mapping[str, str], name: str, default: float, *, what: str = "a number"
+) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise SettingsError(f"{name}={raw!r}: expected {what} > 0")
+    return value
+
+
+def _hour_of_day(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 <= int(raw) <= 23:
+        raise SettingsError(f"{name}={raw!r}: expected a UTC hour from 0 to 23")
+    return int(raw)
+
+
+DEFAULT_HQ_NULL_RATE_LIMITS = {
+    "canonical_domain": 0.10,
+    "canonical_name": 0.20,
+    "person_name": 0.10,
+}
+
+
+def _rate_limits(
+    env: Mapping[str, str], name: str, default: Mapping[str, float]
+) -> dict[str, float]:
+    """`field=rate,...` (rates from 0 to 1) over the defaults; unknown fields are refused."""
+    limits = dict(default)
+    raw = (env.get(name) or "").strip()
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = float("nan")
+        if key not in limits or not 0 <= rate <= 1:
+            raise SettingsError(
+                f"{name}={raw!r}: expected field=rate pairs with fields from "
+                f"{', '.join(sorted(limits))} and rates from 0 to 1"
+            )
+        limits[key] = rate
+    return limits
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -97,10 +154,18 @@ class Settings:
     market_staleness_limit_s: float = 300.0
     hq_start_date: dt.date = dt.date(2026, 1, 1)
     hq_microbatch_minutes: int = 5
+    staging_microbatch_minutes: int = 15
     gex_retention_days: int = 14
     gex_archive: bool = False
     gex_max_download_bytes: int = 512 * 1024 * 1024
     gex_download_timeout_s: float = 30.0
+    hq_reconciliation_hour: int = 3
+    hq_reconciliation_lookback_days: int = 2
+    hq_max_lag_minutes: float = 60.0
+    hq_mismatch_key_cap: int = 100
+    hq_null_rate_limits: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_HQ_NULL_RATE_LIMITS)
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -137,13 +202,32 @@ class Settings:
             ),
             hq_start_date=_date(env, "PIPELINE_HQ_START_DATE", "2026-01-01"),
             hq_microbatch_minutes=_minutes_in(env, "PIPELINE_HQ_MICROBATCH_MINUTES", 5, 5, 15),
+            staging_microbatch_minutes=_minutes_dividing_hour(
+                env, "PIPELINE_STAGING_MICROBATCH_MINUTES", 15
+            ),
             gex_retention_days=_whole(env, "PIPELINE_GEX_RETENTION_DAYS", 14, 1),
             gex_archive=_flag(env, "PIPELINE_GEX_ARCHIVE"),
             gex_max_download_bytes=_whole(env, "PIPELINE_GEX_MAX_DOWNLOAD_MB", 512, 1)
             * 1024
             * 1024,
             gex_download_timeout_s=_positive_seconds(env, "PIPELINE_GEX_DOWNLOAD_TIMEOUT_S", 30.0),
+            hq_reconciliation_hour=_hour_of_day(env, "PIPELINE_HQ_RECONCILIATION_HOUR", 3),
+            hq_reconciliation_lookback_days=_whole(
+                env, "PIPELINE_HQ_RECONCILIATION_LOOKBACK_DAYS", 2, 1
+            ),
+            hq_max_lag_minutes=_positive_number(env, "PIPELINE_HQ_MAX_LAG_MINUTES", 60.0),
+            hq_mismatch_key_cap=_whole(env, "PIPELINE_HQ_MISMATCH_KEY_CAP", 100, 1),
+            hq_null_rate_limits=_rate_limits(
+                env, "PIPELINE_HQ_NULL_RATE_LIMITS", DEFAULT_HQ_NULL_RATE_LIMITS
+            ),
         )
+
+    def lake_path(self) -> UPath:
+        """The lake root as a path that reads it: on object storage it carries the endpoint
+        (credentials come from the environment's default chain, as for the lake IO manager)."""
+        if self.lake_root.startswith("s3://") and self.s3_endpoint_url:
+            return UPath(self.lake_root, endpoint_url=self.s3_endpoint_url)
+        return UPath(self.lake_root)
 
     @property
     def workers_dir(self) -> Path:

@@ -2,7 +2,6 @@
 the data and lake roots has a sidecar that verifies (the demo test audits the whole `pipeline
 demo`); the audit names a file without one, a changed file and an orphaned sidecar."""
 
-
 from pipeline_assets.lib.trace import audit_tree
 
 

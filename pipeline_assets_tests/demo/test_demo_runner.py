@@ -31,7 +31,7 @@ def bronze_demo_ticks_never_passes() -> dg.AssetCheckResult:
 
 
 def test_demo_materializes_every_asset_in_dependency_order_and_counts_checks(
-    tmp_path, demo_data_root, capsys
+    demo_data_root, capsys
 ):
     settings = Settings.from_env({"PIPELINE_DATA_ROOT": str(demo_data_root)})
     # The daily test assets start in 2026-01; the demo's days are later, within their range
@@ -44,7 +44,7 @@ def test_demo_materializes_every_asset_in_dependency_order_and_counts_checks(
     lines: list[str] = []
     with dg.DagsterInstance.ephemeral() as instance:
         report = run_demo(settings, instance, defs, log=lines.append)
-    assert (tmp_path / "data/source/workers").is_dir()
+    assert (demo_data_root / "source/workers").is_dir()
     summary = {s.asset: s for s in report.assets.values()}
     days = {d.isoformat() for d in DEMO_DAYS}
     assert summary["bronze_demo_ticks"].partitions == days
