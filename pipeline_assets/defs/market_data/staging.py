@@ -38,7 +38,8 @@ from pipeline_assets.utils.table_schema import column_schema
 STAGING_EXPORT = "staging_export"
 GROUP = "market_data"
 OWNERS = ["team:market-data"]
-# The micro-batch schedule exports every 15 minutes: two missed batches warn. The contract's
+# The micro-batch schedule exports every 15 minutes by default (PIPELINE_STAGING_MICROBATCH_MINUTES):
+# two missed default batches warn. The contract's
 # default export covers the last 24 hours, so an export older than that leaves rows that no
 # default export reaches: fail.
 STAGING_FRESHNESS = dg.FreshnessPolicy.time_window(
