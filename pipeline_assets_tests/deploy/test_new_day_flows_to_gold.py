@@ -155,10 +155,12 @@ def test_a_dropped_worker_file_reaches_gold_through_the_daemon(
 
     # Gold of each day is there, readable by an independent reader ...
     gold = _gold_files(data)
-    for day in days:
-        (rows,) = duckdb.execute(
-            f"select count(*) from read_parquet('{data}/gold/{GOLD_BARS_1M}/date={day}/**/*.parquet')"
-        ).fetchone()
-        assert rows > 0, day
+    # A connection of its own: a result left on DuckDB's default connection breaks later users.
+    with duckdb.connect() as con:
+        for day in days:
+            ((rows,),) = con.execute(
+                f"select count(*) from read_parquet('{data}/gold/{GOLD_BARS_1M}/date={day}/**/*.parquet')"
+            ).fetchall()
+            assert rows > 0, day
     # ... and byte for byte what a backfill of the same files writes.
     assert gold == _backfill_gold(scratch / "backfill", monkeypatch)
