@@ -315,7 +315,8 @@ def _as_text(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_transient(exc: sqlite3.Error) -> bool:
+def is_transient(exc: sqlite3.Error) -> bool:
+    """A lock or busy error: the file is fine, a writer holds it; retry rather than reject."""
     # A writer holding its lock past the busy timeout is not the file's fault: fail, never skip.
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -327,12 +328,32 @@ def _file_errors(db_path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        if _is_transient(exc):
+        if is_transient(exc):
             raise
         raise WorkerFileError(
             db_path,
             f"cannot read worker file {db_path} ({exc}); expected an intact collector SQLite file",
         ) from exc
+
+
+def check_worker_tables(
+    conn: sqlite3.Connection, db_path: Path, tables: Mapping[str, Sequence[str]]
+) -> None:
+    """Raise a `WorkerFileError` naming the file unless it holds `tables` with their columns."""
+    found = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table, wanted in tables.items():
+        if table not in found:
+            raise WorkerFileError(
+                db_path, f"worker file {db_path}: expected a table {table}, found {sorted(found)}"
+            )
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            raise WorkerFileError(
+                db_path,
+                f"worker file {db_path}: table {table} lacks the columns {missing} of the "
+                "collector schema",
+            )
 
 
 def _connect_read_only(
@@ -348,28 +369,13 @@ def _connect_read_only(
     conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only = ON")
-        found = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        for table, wanted in tables.items():
-            if table not in found:
-                raise WorkerFileError(
-                    db_path,
-                    f"worker file {db_path}: expected a table {table}, found {sorted(found)}",
-                )
-            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            missing = [c for c in wanted if c not in columns]
-            if missing:
-                raise WorkerFileError(
-                    db_path,
-                    f"worker file {db_path}: {table} lacks the columns {missing} of the collector schema",
-                )
+        check_worker_tables(conn, db_path, tables)
     except WorkerFileError:
         conn.close()
         raise
     except sqlite3.Error as exc:
         conn.close()
-        if _is_transient(exc):
+        if is_transient(exc):
             raise
         hint = (
             "; if it is in WAL mode, its folder must be writable so that SQLite can create the "

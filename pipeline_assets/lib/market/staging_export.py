@@ -65,7 +65,7 @@ from pipeline_assets.lib.files import (
     temp_path_for,
     write_bytes_atomic,
 )
-from pipeline_assets.lib.market.bronze import WorkerFileError
+from pipeline_assets.lib.market.bronze import WorkerFileError, check_worker_tables, is_transient
 from pipeline_assets.lib.market.symbols import (
     SymbolError,
     normalize_asset_filter,
@@ -392,36 +392,19 @@ def _connect_read_only(
         raise WorkerFileError(path, f"cannot open worker file {path} read-only ({exc})") from exc
     try:
         conn.execute("PRAGMA query_only = ON")
-        found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for table, wanted in tables.items():
-            if table not in found:
-                raise WorkerFileError(
-                    path, f"worker file {path}: expected a table {table}, found {sorted(found)}"
-                )
-            columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-            missing = [c for c in wanted if c not in columns]
-            if missing:
-                raise WorkerFileError(
-                    path,
-                    f"worker file {path}: table {table} lacks the columns {missing} of the collector schema",
-                )
+        check_worker_tables(conn, path, tables)
     except WorkerFileError:
         conn.close()
         raise
     except sqlite3.Error as exc:
         conn.close()
-        if _is_transient(exc):
+        if is_transient(exc):
             raise
         raise WorkerFileError(
             path,
             f"cannot read worker file {path} ({exc}); expected an intact collector SQLite file",
         ) from exc
     return conn
-
-
-def _is_transient(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 def _pages(
@@ -453,7 +436,7 @@ def _pages(
         try:
             page = conn.execute(sql, (last, max_id, lower, upper, chunk_size)).fetchall()
         except sqlite3.Error as exc:
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise
             raise WorkerFileError(
                 path,
