@@ -1,10 +1,15 @@
 """GEX contract: the rows of the canonical Parquet files the GEX import writes (`gex_strikes`).
 
 A staged gexbot file holds one record (a snapshot) or a list of them (a day's history). Each
-strike of a snapshot becomes one row and the snapshot's own fields repeat on each of its rows; a
-snapshot without strikes (the `/majors` and `/maxchange` endpoints, or an empty chain) is one row
-with the strike columns null. Every field of the source is kept: the known ones as typed columns,
-any other as JSON text in `extra_fields`, so nothing is dropped.
+strike of a snapshot becomes one row and the snapshot's own fields repeat on each of its rows,
+except `max_priors` (a list of pairs), which is kept once, on the snapshot's first row
+(`strike_index` 0, or -1 without strikes); a snapshot without strikes (the `/majors` and
+`/maxchange` endpoints, or an empty chain) is one row with the strike columns null. Every field of
+the source is kept: the known ones as typed columns, any other as JSON text in `extra_fields`, so
+nothing is dropped.
+
+Version 2.0.0: `max_priors` moved from every row of a snapshot to its first row (1.0.0 repeated
+it on every strike; files written then still read the same way with `strike_index <= 0`).
 
 Files: `parquet/gex/YYYY/MM/<ticker>/<endpoint>/strikes_job<id>.parquet`, one immutable file per
 import job and month of its snapshots.
@@ -29,7 +34,7 @@ class GexStrikeRow(ContractModel):
 
     contract: ClassVar[ContractInfo] = ContractInfo(
         name="gex_strikes",
-        version="1.0.0",
+        version="2.0.0",
         title="GEX strikes",
         description=(
             "Canonical rows of the GEX import: one per strike of each gexbot snapshot (one per "
@@ -78,7 +83,11 @@ class GexStrikeRow(ContractModel):
     delta_risk_reversal: float | None = _num("delta_risk_reversal", "Delta risk reversal.")
     max_priors: list[list[float]] | None = Field(
         None,
-        description="Source field `max_priors`: `[strike, value]` pairs of the largest prior changes.",
+        description=(
+            "Source field `max_priors`: `[strike, value]` pairs of the largest prior changes. Kept "
+            "once per snapshot, on its first row (`strike_index` 0, or -1 without strikes); null on "
+            "its other rows."
+        ),
     )
     mpos_vol: float | None = _num("mpos_vol", "Majors: largest positive GEX strike by volume.")
     mpos_oi: float | None = _num("mpos_oi", "Majors: largest positive GEX strike by open interest.")

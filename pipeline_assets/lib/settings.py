@@ -159,6 +159,7 @@ class Settings:
     gex_archive: bool = False
     gex_max_download_bytes: int = 512 * 1024 * 1024
     gex_download_timeout_s: float = 30.0
+    gex_backups_kept: int = 5
     hq_reconciliation_hour: int = 3
     hq_reconciliation_lookback_days: int = 2
     hq_max_lag_minutes: float = 60.0
@@ -211,6 +212,7 @@ class Settings:
             * 1024
             * 1024,
             gex_download_timeout_s=_positive_seconds(env, "PIPELINE_GEX_DOWNLOAD_TIMEOUT_S", 30.0),
+            gex_backups_kept=_whole(env, "PIPELINE_GEX_BACKUPS_KEPT", 5, 1),
             hq_reconciliation_hour=_hour_of_day(env, "PIPELINE_HQ_RECONCILIATION_HOUR", 3),
             hq_reconciliation_lookback_days=_whole(
                 env, "PIPELINE_HQ_RECONCILIATION_LOOKBACK_DAYS", 2, 1

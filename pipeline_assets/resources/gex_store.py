@@ -32,6 +32,9 @@ class GexStore(dg.ConfigurableResource):
     archive: bool = Field(
         False, description="Copy staged JSON to archive/gex/staged/ before removing it."
     )
+    backups_kept: int = Field(
+        5, description="Snapshots of the GEX databases kept under backups/gex/ (the newest)."
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GexStore":
@@ -41,6 +44,7 @@ class GexStore(dg.ConfigurableResource):
             download_timeout_s=settings.gex_download_timeout_s,
             retention_days=settings.gex_retention_days,
             archive=settings.gex_archive,
+            backups_kept=settings.gex_backups_kept,
         )
 
     def config(self) -> GexConfig:
@@ -49,6 +53,7 @@ class GexStore(dg.ConfigurableResource):
             download_timeout=self.download_timeout_s,
             retention_days=self.retention_days,
             archive=self.archive,
+            backups_kept=self.backups_kept,
         )
 
     def importer(

@@ -19,8 +19,15 @@ from pipeline_assets_tests.gex.conftest import snapshot, write_json
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
 
 
-def cli(data_root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PIPELINE_DATA_ROOT": str(data_root), "PIPELINE_GEX_MAX_DOWNLOAD_MB": "1"}
+def cli(
+    data_root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PIPELINE_DATA_ROOT": str(data_root),
+        "PIPELINE_GEX_MAX_DOWNLOAD_MB": "1",
+        **(env or {}),
+    }
     return subprocess.run(
         [PIPELINE, "gex", *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -92,6 +99,9 @@ def test_every_source_field_is_in_the_canonical_parquet(importer, data_root, sou
                     if r["strike_index"] >= 0
                 ]
                 assert strikes == value
+            elif field == "max_priors":  # once per snapshot: on its first row, null after
+                first, *others = sorted(got, key=lambda r: r["strike_index"])
+                assert first[field] == value and all(r[field] is None for r in others)
             elif field in names:
                 assert all(r[field] == value for r in got), field
             else:  # kept as JSON in extra_fields

@@ -1,7 +1,7 @@
 """The import's validation end to end: a broken record deep in a file fails its job naming the
 record and the field (nothing written, no staging table left); the canonical rows of a plain and
 a gzip staged file equal the Python parser's rows, read back with pyarrow; a history across a
-month end gives one verified file per month."""
+month end gives one verified file per month, and none at all when one of them cannot be written."""
 
 import gzip
 import json
@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from pipeline_assets.lib.custody import verify_file
+from pipeline_assets.lib.gex import imports
 from pipeline_assets.lib.gex.records import parse_records
 from pipeline_assets_tests.gex.conftest import snapshot, write_json
 
@@ -81,3 +82,21 @@ def test_a_history_across_a_month_end_gives_one_file_per_month(importer, data_ro
     assert february["record_index"].to_pylist() == [1, 1, 2, 2]
     for path in job.canonical_files:
         verify_file(UPath(data_root / path))
+
+
+def test_a_failed_month_file_leaves_no_file_of_any_month(importer, data_root, sources, monkeypatch):
+    write = imports.write_canonical_parquet_draft
+
+    def failing_february(path, table):
+        if "/2026/02/" in str(path):
+            raise OSError("disk full")
+        return write(path, table)
+
+    monkeypatch.setattr(imports, "write_canonical_parquet_draft", failing_february)
+    jan_31_last_minute = 1769903940
+    records = [snapshot(ts=jan_31_last_minute + 60 * i, strikes=2) for i in range(3)]
+    job = importer.import_job(
+        importer.enqueue(write_json(sources, "m.json", records).as_uri(), "SPX", "gex_zero").id
+    )
+    assert job.status == "failed" and "disk full" in job.last_error
+    assert [p for p in (data_root / "parquet").rglob("*") if p.is_file()] == []

@@ -117,7 +117,8 @@ def test_a_correction_supersedes_the_original_and_is_recorded_with_reason_and_ch
     )
     assert (data_root / details["old_files"][0]["archived_to"]).exists()
     data = duckdb.connect(str(data_root / "gex_data.db"), read_only=True)
-    assert data.execute("SELECT DISTINCT job_id, spot FROM strikes").fetchall() == [
+    assert data.execute("SELECT DISTINCT job_id, spot FROM strike_rows").fetchall() == [
         (correction.id, 6051.5)
     ]
+    assert data.execute("SELECT DISTINCT job_id FROM strikes").fetchall() == [(correction.id,)]
     assert json.loads(json.dumps(importer.store.history(correction.id)))[-1]["event"] == "rewrite"

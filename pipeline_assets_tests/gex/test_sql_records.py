@@ -20,7 +20,13 @@ from pipeline_assets.lib.gex.records import (
     GexRecordError,
     parse_records,
 )
-from pipeline_assets.lib.gex.sql_records import sql_path_refusal, stage_with_sql, table_rows
+from pipeline_assets.lib.gex.sql_records import (
+    StagingTables,
+    sql_path_refusal,
+    stage_parsed,
+    stage_with_sql,
+    table_rows,
+)
 from pipeline_assets_tests.gex.conftest import snapshot
 
 
@@ -34,9 +40,9 @@ def sql_rows(tmp: Path, data: bytes, endpoint: str = "gex_zero") -> pa.Table | N
     try:
         single = data.lstrip()[:1] == b"{"
         records = stage_with_sql(
-            con, path, table="staging", job_id=7, endpoint=endpoint, single_object=single
+            con, path, tables=TABLES, job_id=7, endpoint=endpoint, single_object=single
         )
-        return None if records is None else table_rows(con, "staging")
+        return None if records is None else table_rows(con, TABLES)
     finally:
         con.close()
 
@@ -46,6 +52,19 @@ def python_rows(data: bytes, endpoint: str = "gex_zero") -> pa.Table | None:
         return parse_records(data, job_id=7, endpoint=endpoint, name="f").table
     except GexRecordError:
         return None
+
+
+def staged_python_rows(rows: pa.Table) -> pa.Table:
+    """The Python parser's rows after the import's round trip through the staging tables."""
+    con = duckdb.connect()
+    try:
+        stage_parsed(con, rows, tables=TABLES)
+        return table_rows(con, TABLES)
+    finally:
+        con.close()
+
+
+TABLES = StagingTables("staging_strikes", "staging_snapshots")
 
 
 def _exact(value):
@@ -138,6 +157,8 @@ def test_what_the_sql_path_accepts_the_python_parser_builds_identically(tmp_path
     if sql is not None:
         assert python is not None, "the SQL path accepted a file the Python parser refuses"
         assert_same_rows(sql, python)
+    if python is not None:  # what the import stages from the Python parser comes back unchanged
+        assert_same_rows(staged_python_rows(python), python)
 
 
 @settings(

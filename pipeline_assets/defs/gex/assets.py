@@ -63,7 +63,7 @@ def gex_strikes(
     # A run that imports several pending jobs is a mass import: the spec asks for a snapshot of
     # both databases first (a rerun of completed jobs changes nothing and takes none).
     pending = {j.partition_key for j in importer.pending_jobs()}
-    backup = importer.backup_databases() if len(pending.intersection(keys)) > 1 else []
+    backup = importer.backup_databases() if len(pending.intersection(keys)) > 1 else None
     jobs = [importer.import_job(int(key)) for key in keys]
     failed = [j for j in jobs if j.status == FAILED]
     if failed:
@@ -109,8 +109,9 @@ def gex_strikes(
         output_files=files,
         finished=True,
     )
-    if backup:
-        metadata["backup"] = dg.MetadataValue.json(backup)
+    if backup is not None:
+        metadata["backup"] = dg.MetadataValue.json(backup.copies)
+        metadata["backups_removed"] = dg.MetadataValue.json(backup.removed)
     if len(jobs) == 1:
         metadata.update(per_partition[jobs[0].partition_key])
     else:

@@ -38,18 +38,19 @@ def _import(args: argparse.Namespace) -> int:
     importer = importer_from_env(_stderr)
     if args.backup:
         importer.backup_databases()
-    jobs = (
-        [importer.import_job(i) for i in args.job_ids]
-        if args.job_ids
-        else importer.import_pending()
-    )
+    if args.job_ids:
+        jobs = importer.fail_abandoned_jobs()
+        jobs += [importer.import_job(i) for i in args.job_ids if i not in {j.id for j in jobs}]
+    else:
+        jobs = importer.import_pending()  # fails the abandoned jobs first too
     for job in jobs:
         _print(job.as_json())
     return 1 if any(j.status == FAILED for j in jobs) else 0
 
 
 def _backup(args: argparse.Namespace) -> int:
-    _print({"backup": importer_from_env(_stderr).backup_databases()})
+    backup = importer_from_env(_stderr).backup_databases()
+    _print({"backup": backup.copies, "removed": backup.removed})
     return 0
 
 
@@ -121,7 +122,10 @@ def add_gex_commands(commands: Any) -> None:
 
     imp = sub.add_parser(
         "import",
-        help="import the pending jobs (or the given ones) through the same code as the sensor",
+        help=(
+            "fail abandoned jobs (pending, never staged), then import the pending jobs (or the "
+            "given ones) through the same code as the sensor"
+        ),
     )
     imp.add_argument("job_ids", nargs="*", type=int, help="job ids (default: every pending job)")
     imp.add_argument(

@@ -3,20 +3,23 @@
 1. `enqueue` records a pending job in `gex_history.db`, then `download_to_staging` streams the
    URL into `source/gexbot/<date>_<ticker>_classic_<endpoint>.json` (read-only, with its download
    sidecar) and the job gets the file's SHA256. Content already completed or queued under another
-   job is not imported twice: the job is marked skipped (`skipped: true`).
-2. `import_job` (`safe_import`) parses and validates the staged file into
-   `staging_strikes_<job_id>` in `gex_data.db` (with DuckDB's JSON reader and SQL rules,
-   `sql_records.py`; the Python parser, `records.py`, names what breaks a rule), runs the
-   integrity checks, inserts into `strikes` while the canonical Parquet (one immutable file per
-   job and month) is written under temporary names, publishes the files with their sidecars and
-   marks the job completed with `records_processed`. Any failure marks the job failed with a
-   readable `last_error`, keeps the staged file and touches no canonical file.
+   job is not imported twice: the job is marked skipped (`skipped: true`). A pending job whose
+   enqueue stopped before its file was staged is failed by `fail_abandoned_jobs` once it is older
+   than any download can take.
+2. `import_job` (`safe_import`) parses and validates the staged file into the staging tables
+   `staging_strikes_<job_id>` and `staging_snapshots_<job_id>` of `gex_data.db` (with DuckDB's
+   JSON reader and SQL rules, `sql_records.py`; the Python parser, `records.py`, names what
+   breaks a rule), runs the integrity checks, inserts into `strikes` and `snapshots`
+   (`data_db.py`) while the canonical Parquet (one immutable file per job and month) is written
+   under temporary names, publishes the files with their sidecars and marks the job completed
+   with `records_processed`. Any failure marks the job failed with a readable `last_error`,
+   keeps the staged file and touches no canonical file.
 3. `correct` files a follow-up job referencing the original; when it completes, the original's
    canonical files are moved to `archive/gex/superseded/` and the rewrite is recorded in the job
    history with the reason and every checksum.
 4. `retention` removes staged files older than the retention period whose jobs are all done,
    archiving them first when asked; `backup_databases` snapshots both databases (before mass
-   imports).
+   imports) and keeps the newest few snapshots.
 
 No Dagster here: the asset, the sensor, the CLI and the HTTP server call these methods.
 """
@@ -49,13 +52,21 @@ from pipeline_assets.lib.custody import (
     read_sidecar,
     write_sidecar,
 )
-from pipeline_assets.lib.download import DownloadError, DownloadResult, download, redact_url
+from pipeline_assets.lib.download import (
+    DEFAULT_BACKOFF_CAP,
+    DownloadError,
+    DownloadResult,
+    download,
+    redact_url,
+)
 from pipeline_assets.lib.files import (
+    TEMP_SUFFIX,
     HashingWriter,
     remove_stale_temps,
     sha256_file,
     temp_path_for,
 )
+from pipeline_assets.lib.gex.data_db import delete_job_rows, store_job_rows
 from pipeline_assets.lib.gex.records import (
     GexRecordError,
     ParsedFile,
@@ -63,7 +74,14 @@ from pipeline_assets.lib.gex.records import (
     decode_bytes,
     parse_records,
 )
-from pipeline_assets.lib.gex.sql_records import sql_path_refusal, stage_with_sql, table_rows
+from pipeline_assets.lib.gex.sql_records import (
+    StagingTables,
+    contract_rows,
+    read_staging,
+    sql_path_refusal,
+    stage_parsed,
+    stage_with_sql,
+)
 from pipeline_assets.lib.gex.store import (
     COMPLETED,
     FAILED,
@@ -82,8 +100,14 @@ from pipeline_assets.lib.versions import CODE_VERSION
 
 TRANSFORMATION = "gex_safe_import"
 BACKUP_DIR = "backups/gex"
+# The in-memory database, attached to the import's connection to gex_data.db, that holds the
+# staging tables while a job is imported.
+STAGING_CATALOG = "gex_staging"
 DEFAULT_RETENTION_DAYS = 14
 DEFAULT_MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
+DEFAULT_BACKUPS_KEPT = 5
+# Snapshot folders are named by their UTC time (`backup_databases`); only these are ever pruned.
+_BACKUP_NAME = re.compile(r"^\d{8}T\d{12}Z$")
 _TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*(\d{9,10})')
 
 
@@ -98,6 +122,21 @@ class GexConfig:
     retention_days: int = DEFAULT_RETENTION_DAYS
     archive: bool = False
     lock_timeout: float = 600.0
+    backups_kept: int = DEFAULT_BACKUPS_KEPT
+
+    @property
+    def download_deadline(self) -> float:
+        """The longest one download attempt may take (`download_timeout` bounds each read)."""
+        return max(self.download_timeout * 10, 60.0)
+
+    @property
+    def staging_limit_s(self) -> float:
+        """The longest an enqueue can be downloading: every attempt to its deadline, with backoff.
+
+        A pending job without a staged file older than this was left by an enqueue that stopped
+        (killed, crashed) before its download finished: nothing will ever stage its file.
+        """
+        return self.download_attempts * (self.download_deadline + DEFAULT_BACKOFF_CAP)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GexConfig:
@@ -106,7 +145,16 @@ class GexConfig:
             download_timeout=settings.gex_download_timeout_s,
             retention_days=settings.gex_retention_days,
             archive=settings.gex_archive,
+            backups_kept=settings.gex_backups_kept,
         )
+
+
+@dataclass
+class BackupResult:
+    """A snapshot of the GEX databases, and the older snapshots removed to keep the newest N."""
+
+    copies: list[str] = field(default_factory=list)  # relative to the data root
+    removed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -181,19 +229,23 @@ def publish_draft(temp: Path, path: Path) -> None:
         os.close(fd)
 
 
-def split_by_month(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    """The rows of each month (`YYYY-MM`) of their snapshot times, months in order."""
-    times = table["snapshot_ts_utc"]
+def split_by_month(strikes: pa.Table, snapshots: pa.Table) -> list[tuple[str, pa.Table]]:
+    """The strike rows of each month (`YYYY-MM`) of their snapshots' times, months in order."""
+    times = snapshots["snapshot_ts_utc"]
     bounds = pc.min_max(times).as_py()
     first, last = bounds["min"], bounds["max"]
     if (first.year, first.month) == (last.year, last.month):
         # A day's history, the usual file: one month, no filtering (formatting each row's time
         # as text cost more than the rest of the import on a 50 MB file).
-        return [(f"{first:%Y-%m}", table)]
-    keys = pc.add(pc.multiply(pc.year(times), 100), pc.month(times))
+        return [(f"{first:%Y-%m}", strikes)]
+    # The month of each snapshot, then of each strike row through its snapshot.
+    months = pc.add(pc.multiply(pc.year(times), 100), pc.month(times))
+    keys = pc.take(
+        months, pc.index_in(strikes["record_index"], value_set=snapshots["record_index"])
+    )
     return [
-        (f"{key // 100:04d}-{key % 100:02d}", table.filter(pc.equal(keys, key)))
-        for key in sorted(pc.unique(keys).to_pylist())
+        (f"{key // 100:04d}-{key % 100:02d}", strikes.filter(pc.equal(keys, key)))
+        for key in sorted(pc.unique(months).to_pylist())
     ]
 
 
@@ -263,6 +315,15 @@ class GexImporter:
             self.log(f"job {job.id}: staged file is not JSON: {exc}")
             return job
         with self.store.connect() as con:
+            if self.store.get(con, job.id).status != PENDING:
+                # Failed as abandoned (`fail_abandoned_jobs`) while this download ran: the
+                # verdict stands; the file is recorded, and enqueueing the URL again imports it.
+                job = self.store.update(
+                    con, job.id, event="staged", checksum=staged.sha256, staged_path=relative,
+                    details={"sha256": staged.sha256, "late": True},
+                )  # fmt: skip
+                self.log(f"job {job.id}: staged {relative} after the job was failed as abandoned")
+                return job
             dup = next(
                 (
                     j
@@ -323,6 +384,7 @@ class GexImporter:
             filename=name,
             max_bytes=self.config.max_download_bytes,
             timeout=self.config.download_timeout,
+            deadline=self.config.download_deadline,
             attempts=self.config.download_attempts,
             backoff_base=self.config.backoff_base,
             read_only=True,
@@ -355,9 +417,64 @@ class GexImporter:
         """Pending jobs whose file is staged (a job without one is still being downloaded)."""
         return [j for j in self.store.jobs(status=PENDING) if j.checksum]
 
+    def fail_abandoned_jobs(self, now: dt.datetime | None = None) -> list[ImportJob]:
+        """Fail the pending jobs whose enqueue stopped before their file was staged.
+
+        Such a job (pending, no staged file, created longer ago than any download can take,
+        `GexConfig.staging_limit_s`) was left by an enqueue that was killed or crashed while it
+        downloaded: nothing will ever stage its file. It becomes `failed` with a `last_error` that
+        says so (event `abandoned`); enqueueing the URL again is a new job. The partial downloads
+        such enqueues left in the staging folder (hidden temporaries whose writer is gone) are
+        removed. The sensor and `pipeline gex import` run this first.
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        limit = self.config.staging_limit_s
+        cutoff = now.replace(tzinfo=None) - dt.timedelta(seconds=limit)
+        failed = []
+        with self.store.connect() as con:
+            for job in self.store.find(con, status=PENDING):
+                if job.checksum or job.staged_path or job.created_at is None:
+                    continue
+                if job.created_at >= cutoff:
+                    continue  # its enqueue may still be downloading
+                age = (now.replace(tzinfo=None) - job.created_at).total_seconds()
+                message = (
+                    f"abandoned: the file of {job.url} was never staged; the job has been pending "
+                    f"for {age:,.0f}s, longer than a download can take ({limit:,.0f}s: "
+                    f"{self.config.download_attempts} attempts of up to "
+                    f"{self.config.download_deadline:,.0f}s), so its enqueue stopped (killed or "
+                    "crashed) before the download finished. Enqueue the URL again."
+                )
+                job = self.store.update(
+                    con, job.id, event="abandoned", status=FAILED, last_error=message,
+                    details={"pending_s": round(age), "limit_s": limit},
+                )  # fmt: skip
+                failed.append(job)
+                self.log(f"job {job.id}: failed: {message}")
+            if failed:
+                for temp in self._remove_dead_download_temps():
+                    self.log(f"removed the partial download {temp} of a stopped enqueue")
+        return failed
+
+    def _remove_dead_download_temps(self) -> list[str]:
+        """Remove hidden download temporaries in the staging folder whose writer is gone."""
+        folder = self.paths.staging_dir
+        if not folder.is_dir():
+            return []
+        before = {p.name for p in folder.iterdir() if p.name.startswith(".")}
+        # `.<target name>.<pid>-<uuid>.tmp` (`files.temp_path_for`)
+        stems = [n[1 : -len(TEMP_SUFFIX)] for n in before if n.endswith(TEMP_SUFFIX)]
+        targets = {stem.rsplit(".", 1)[0] for stem in stems if "." in stem}
+        for target in sorted(targets):
+            remove_stale_temps(folder / target)
+        after = {p.name for p in folder.iterdir() if p.name.startswith(".")}
+        return sorted(self.custody.relative(folder / n) for n in before - after)
+
     def import_pending(self) -> list[ImportJob]:
-        """Import every pending job, oldest first (what `pipeline gex import` runs)."""
-        return [self.import_job(job.id) for job in self.pending_jobs()]
+        """Fail abandoned jobs, then import every pending job, oldest first (what `pipeline gex
+        import` runs). Returns the jobs it changed: the abandoned ones, then the imported ones."""
+        abandoned = self.fail_abandoned_jobs()
+        return abandoned + [self.import_job(job.id) for job in self.pending_jobs()]
 
     def import_job(self, job_id: int) -> ImportJob:
         """`safe_import` of one job; a job that is not pending is returned unchanged."""
@@ -402,7 +519,7 @@ class GexImporter:
             with self.paths.lock(self.config.lock_timeout):
                 drafts: list[_CanonicalDraft] = []
                 try:
-                    records, table = self._load_duckdb(job, source, drafts)
+                    records, rows = self._load_duckdb(job, source, drafts)
                     files = self._publish_canonical(job, drafts, staged)
                 except (GexRecordError, duckdb.Error, OSError, pa.ArrowException) as exc:
                     for draft in drafts:
@@ -415,13 +532,13 @@ class GexImporter:
                 with self.store.connect(locked=False) as con:
                     job = self.store.update(
                         con, job.id, event="completed", status=COMPLETED,
-                        records_processed=records, rows_written=table.num_rows,
+                        records_processed=records, rows_written=rows,
                         canonical_files=[f["path"] for f in files], last_error=None,
                         details={"files": files, "staged_sha256": job.checksum},
                     )  # fmt: skip
                     if job.corrects_job_id is not None:
                         self._supersede(con, job, files)
-        self.log(f"job {job.id}: imported {records:,} records, {table.num_rows:,} rows")
+        self.log(f"job {job.id}: imported {records:,} records, {rows:,} rows")
         return job
 
     def _json_source(self, job: ImportJob, data: bytes) -> _JsonSource:
@@ -457,23 +574,26 @@ class GexImporter:
 
     def _load_duckdb(
         self, job: ImportJob, source: _JsonSource, drafts: list[_CanonicalDraft]
-    ) -> tuple[int, pa.Table]:
-        """Staging table, integrity checks, then `strikes` (idempotent per job).
+    ) -> tuple[int, int]:
+        """Staging tables, integrity checks, then `strikes` and `snapshots` (idempotent per job).
 
-        Returns the number of records and the rows. The staging table is a temporary table of
-        the connection to gex_data.db: it lives while the import runs and needs no cleaning up
-        after a crash. While DuckDB inserts into `strikes`, a second thread writes the canonical
-        Parquet to temporary files (`drafts`), which `_publish_canonical` renames once both
-        succeeded: the two do not wait for each other, and a failure publishes nothing.
+        Returns the number of records and of rows. The staging tables (`staging_strikes_<id>`,
+        `staging_snapshots_<id>`) live in an in-memory database attached to the import's
+        connection to gex_data.db (`gex_staging`): they last while the import runs and need no
+        cleaning up after a crash. While DuckDB inserts them into `strikes` and `snapshots`, a
+        second thread reads them on its own cursor and writes the canonical Parquet to temporary
+        files (`drafts`), which `_publish_canonical` renames once both succeeded: the two do not
+        wait for each other, and a failure publishes nothing.
         """
-        staging = f"staging_strikes_{int(job.id)}"
+        tables = StagingTables.for_job(job.id, STAGING_CATALOG)
         con = duckdb.connect(str(self.paths.data_db))
         try:
+            con.execute(f"ATTACH ':memory:' AS {STAGING_CATALOG}")
             parsed = source.parsed
             records = None
             if parsed is None:
                 records = stage_with_sql(
-                    con, source.path, table=staging, job_id=job.id, endpoint=job.endpoint,
+                    con, source.path, tables=tables, job_id=job.id, endpoint=job.endpoint,
                     single_object=source.plain[:4096].lstrip(b" \t\r\n")[:1] == b"{",
                 )  # fmt: skip
                 if records is None:
@@ -481,47 +601,40 @@ class GexImporter:
                     # names the record and the field.
                     parsed = self._parse_in_python(job, source.plain)
             if parsed is not None:
-                con.register("batch_df", parsed.table)
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {staging} AS SELECT * FROM batch_df")
-                con.unregister("batch_df")
+                stage_parsed(con, parsed.table, tables=tables)
                 records = parsed.records
-            rows, null_ts = con.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE timestamp IS NULL OR snapshot_ts_utc IS NULL) FROM {staging}"
-            ).fetchall()[0]
-            if rows == 0:
+            (snapshots, null_ts), (rows,) = (
+                con.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE timestamp IS NULL OR snapshot_ts_utc "
+                    f"IS NULL) FROM {tables.snapshots}"
+                ).fetchone(),
+                con.execute(f"SELECT count(*) FROM {tables.strikes}").fetchone(),
+            )
+            if snapshots == 0 or rows == 0:
                 raise GexRecordError(f"{job.staged_path}: integrity check: no records")
             if null_ts:
                 raise GexRecordError(
-                    f"{job.staged_path}: integrity check: {null_ts} rows without a timestamp"
+                    f"{job.staged_path}: integrity check: {null_ts} records without a timestamp"
                 )
-            table = table_rows(con, staging)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gex-parquet") as pool:
-                writing = pool.submit(self._draft_canonical, job, table, drafts)
+                # A cursor is a connection of the same database instance: it sees the attached
+                # in-memory catalog, and reads it while `con` inserts.
+                writing = pool.submit(self._draft_canonical, job, con.cursor(), tables, drafts)
                 try:
-                    con.execute(
-                        f"CREATE TABLE IF NOT EXISTS strikes AS SELECT * FROM {staging} LIMIT 0"
-                    )
-                    con.execute("BEGIN")
-                    con.execute("DELETE FROM strikes WHERE job_id = ?", [job.id])
-                    con.execute(f"INSERT INTO strikes BY NAME SELECT * FROM {staging}")
-                    con.execute("COMMIT")
+                    store_job_rows(con, job.id, tables)
                 finally:
                     writing.result()  # waits; raises what the writer raised
-            con.execute(f"DROP TABLE {staging}")
+            tables.drop(con)
         finally:
             con.close()
-        return int(records), table
+        return int(records), int(rows)
 
     def _unload_duckdb(self, job_id: int) -> None:
         if not self.paths.data_db.exists():
             return
         con = duckdb.connect(str(self.paths.data_db))
         try:
-            con.execute(f"DROP TABLE IF EXISTS staging_strikes_{int(job_id)}")
-            if con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'strikes'"
-            ).fetchone()[0]:
-                con.execute("DELETE FROM strikes WHERE job_id = ?", [job_id])
+            delete_job_rows(con, job_id)
         finally:
             con.close()
 
@@ -537,13 +650,37 @@ class GexImporter:
         )
 
     def _draft_canonical(
-        self, job: ImportJob, table: pa.Table, drafts: list[_CanonicalDraft]
+        self,
+        job: ImportJob,
+        cursor: duckdb.DuckDBPyConnection,
+        tables: StagingTables,
+        drafts: list[_CanonicalDraft],
     ) -> None:
-        """Write one Parquet file per month of the job's snapshots, under temporary names."""
-        for month, part in split_by_month(table):
+        """Write one Parquet file per month of the job's snapshots, under temporary names.
+
+        Runs beside the insert into `strikes`, so it reads the staging tables on a cursor of its
+        own, which it closes.
+        """
+        try:
+            strikes, snapshots = read_staging(cursor, tables)
+        finally:
+            cursor.close()
+
+        def draft(month: str, part: pa.Table) -> _CanonicalDraft:
             path = self.canonical_path(job, month)
-            temp, result = write_canonical_parquet_draft(path, part)
-            drafts.append(_CanonicalDraft(month=month, path=path, temp=temp, result=result))
+            temp, result = write_canonical_parquet_draft(path, contract_rows(part, snapshots))
+            return _CanonicalDraft(month=month, path=path, temp=temp, result=result)
+
+        months = split_by_month(strikes, snapshots)
+        # A history across a month end: its files are independent, and the Parquet writer
+        # encodes on one core, so two are written at once.
+        with ThreadPoolExecutor(max_workers=min(2, len(months))) as pool:
+            futures = [pool.submit(draft, month, part) for month, part in months]
+        # In month order; every written draft is kept, so that a failure removes them all.
+        drafts.extend(f.result() for f in futures if f.exception() is None)
+        failure = next((f.exception() for f in futures if f.exception() is not None), None)
+        if failure is not None:
+            raise failure
 
     def _publish_canonical(
         self, job: ImportJob, drafts: list[_CanonicalDraft], staged: Path
@@ -593,11 +730,7 @@ class GexImporter:
             old_files.append(
                 {"path": rel, "sha256": sha, "archived_to": self.custody.relative(dest)}
             )
-        data = duckdb.connect(str(self.paths.data_db))
-        try:
-            data.execute("DELETE FROM strikes WHERE job_id = ?", [original.id])
-        finally:
-            data.close()
+        self._unload_duckdb(original.id)
         details = {
             "original_job_id": original.id, "correction_job_id": job.id,
             "old_staged_sha256": original.checksum, "new_staged_sha256": job.checksum,
@@ -623,17 +756,17 @@ class GexImporter:
 
     # --- backups -----------------------------------------------------------------------------
 
-    def backup_databases(self, now: dt.datetime | None = None) -> list[str]:
+    def backup_databases(self, now: dt.datetime | None = None) -> BackupResult:
         """Snapshot `gex_history.db` and `gex_data.db` into `backups/gex/<UTC time>/`.
 
         The spec asks for a snapshot of both before mass imports. Taken under the writer lock,
         so no import or enqueue writes during the copy (connections live only inside the lock, so
-        the files are checkpointed); each copy is verified by SHA256. Returns the copies,
-        relative to the data root.
+        the files are checkpointed); each copy is verified by SHA256. Then only the newest
+        `backups_kept` snapshots are kept (`prune_backups`). Paths are relative to the data root.
         """
         stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
         folder = self.paths.data_root / BACKUP_DIR / stamp
-        copies = []
+        result = BackupResult()
         with self.paths.lock(self.config.lock_timeout):
             for db in (self.paths.history_db, self.paths.data_db):
                 for path in (db, db.with_name(db.name + ".wal")):
@@ -644,9 +777,33 @@ class GexImporter:
                     shutil.copy2(path, copy)
                     if sha256_file(copy) != sha256_file(path):
                         raise OSError(f"backing up {path} to {copy}: the copy differs")
-                    copies.append(self.custody.relative(copy))
-        self.log(f"backup: {', '.join(copies) or 'no GEX database yet'}")
-        return copies
+                    result.copies.append(self.custody.relative(copy))
+            self.log(f"backup: {', '.join(result.copies) or 'no GEX database yet'}")
+            result.removed = self.prune_backups(locked=True)
+        return result
+
+    def prune_backups(self, *, locked: bool = False) -> list[str]:
+        """Remove all but the newest `backups_kept` snapshots under `backups/gex/`; log each.
+
+        Only folders named like a snapshot (`YYYYMMDDTHHMMSSffffffZ`, which sort by time) are
+        counted and removed; anything else there is left alone.
+        """
+        root = self.paths.data_root / BACKUP_DIR
+        guard = contextlib.nullcontext() if locked else self.paths.lock(self.config.lock_timeout)
+        removed = []
+        with guard:
+            if not root.is_dir():
+                return []
+            snapshots = sorted(
+                p for p in root.iterdir() if p.is_dir() and _BACKUP_NAME.match(p.name)
+            )
+            for old in snapshots[: max(0, len(snapshots) - self.config.backups_kept)]:
+                shutil.rmtree(old)
+                removed.append(self.custody.relative(old))
+                self.log(
+                    f"backup: removed {removed[-1]} (keeping the newest {self.config.backups_kept})"
+                )
+        return removed
 
     # --- retention ---------------------------------------------------------------------------
 

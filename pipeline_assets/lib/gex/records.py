@@ -3,7 +3,8 @@
 A staged file holds one record (a JSON object) or a list of them. Every known field is checked
 for its type; `timestamp` and `ticker` are required everywhere, `spot` too except on `maxchange`
 endpoints (whose records carry no spot). Each strike `[strike, gex_vol, gex_oi, [priors...]]`
-becomes a row carrying its snapshot's fields; a snapshot without strikes is one row. Fields the
+becomes a row carrying its snapshot's fields (`max_priors`, a list, on the snapshot's first row
+only); a snapshot without strikes is one row. Fields the
 contract does not name are kept as JSON in `extra_fields`. An error names the record, the field,
 what was expected and what was found; nothing is ever dropped silently.
 """
@@ -361,7 +362,12 @@ def build_table(records: list[Any], *, job_id: int, endpoint: str, name: str) ->
         columns[f] = per_row(snap[f], pa.int64())
     for f in PAIR_FIELDS:
         columns[f] = per_row(snap[f], pa.list_(pa.float64()))
-    columns["max_priors"] = per_row(snap["max_priors"], pa.list_(pa.list_(pa.float64())))
+    # A snapshot's `max_priors` is kept once, on its first row (strike_index 0, or -1 without
+    # strikes): a taken index of null gives the other rows null.
+    first_rows = pc.if_else(pc.less_equal(columns["strike_index"], 0), take, None)
+    columns["max_priors"] = pc.take(
+        pa.array(snap["max_priors"], pa.list_(pa.list_(pa.float64()))), first_rows
+    )
     table = pa.Table.from_arrays([columns[f.name] for f in SCHEMA], schema=SCHEMA)
     return ParsedFile(table=table, records=len(records), source_fields=seen)
 

@@ -5,8 +5,8 @@ core, each known field as JSON text. SQL then checks each field's type against t
 Python parser (`records.py`, the reference): numbers, strikes items, pairs and `max_priors` are
 matched against patterns of their minified JSON text, so a string, a boolean, NaN, infinity, an
 integer too large for a double or an item of the wrong shape never passes. The strikes are
-unnested with their positions into the rows of the `gex_strikes` contract, directly into the
-staging table; no value passes through Python.
+unnested with their positions into the strike rows of the staging tables (the snapshots' own
+fields are a table of their own, below); no value passes through Python.
 
 Whatever the SQL path is not sure of goes to the Python parser, which names the record and the
 field or, when the file is valid after all, builds the same rows:
@@ -22,6 +22,7 @@ the same table, or both refuse.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -107,28 +108,47 @@ def _record_rules(endpoint: str) -> str:
     return " AND ".join(f"coalesce({r}, false)" for r in rules)
 
 
-def _typed_record_columns() -> str:
-    return ", ".join(
-        [
-            "ticker ->> '$' AS ticker",
-            "timestamp::DOUBLE AS timestamp",
-            # Half to even, as pyarrow's round in the Python parser.
-            f"make_timestamp({_MICROS})::TIMESTAMPTZ AS snapshot_ts_utc",
-            *[f"{f}::DOUBLE AS {f}" for f in FLOAT_FIELDS],
-            *[f"{f}::DOUBLE::BIGINT AS {f}" for f in INT_FIELDS],
-            *[f"{f}::DOUBLE[] AS {f}" for f in PAIR_FIELDS],
-            "max_priors::DOUBLE[][] AS max_priors",
-        ]
-    )
+# The two staging tables of an import, and the `strikes` and `snapshots` tables of gex_data.db,
+# hold the contract's rows normalized: a snapshot's fields once (`snapshots`), its strikes as rows
+# keyed by (job_id, record_index) (`strikes`). Repeating some thirty snapshot fields on every
+# strike row in DuckDB (staging, insert, fetch) cost about a quarter of the import's CPU; the
+# canonical Parquet, where downstream readers want them, is joined back in Arrow (`contract_rows`).
+STRIKE_COLUMNS: tuple[str, ...] = (
+    "job_id", "record_index", "strike_index", "strike", "gex_vol", "gex_oi", "priors",
+)  # fmt: skip
+SNAPSHOT_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in SCHEMA if f.name in ("job_id", "record_index") or f.name not in STRIKE_COLUMNS
+)
 
 
-def _output_columns() -> str:
-    """The staging table's columns in the contract's order."""
+@dataclass(frozen=True)
+class StagingTables:
+    """The staging tables of one import: its strike rows and its snapshots."""
+
+    strikes: str
+    snapshots: str
+
+    @classmethod
+    def for_job(cls, job_id: int, catalog: str | None = None) -> StagingTables:
+        prefix = f"{catalog}." if catalog else ""
+        return cls(
+            f"{prefix}staging_strikes_{int(job_id)}", f"{prefix}staging_snapshots_{int(job_id)}"
+        )
+
+    def drop(self, con: duckdb.DuckDBPyConnection) -> None:
+        for table in (self.strikes, self.snapshots):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _strike_columns() -> str:
+    """The strike rows' columns."""
     computed = {
         "job_id": "CAST($job_id AS BIGINT)",
-        "endpoint": "CAST($endpoint AS VARCHAR)",
+        "record_index": "record_index",
         "strike_index": "CASE WHEN has_strikes THEN position - 1 ELSE -1 END",
-        "strike": "item_values[1]",
+        # A strikes item that breaks its pattern aborts the statement (the Python parser then
+        # names it): checking here saves a second pass over every item.
+        "strike": "CASE WHEN item_ok THEN item_values[1] ELSE error('a strikes item breaks a rule') END",
         "gex_vol": "item_values[2]",
         "gex_oi": "item_values[3]",
         # The priors list, if any, is the only `[` after the first in a matched item.
@@ -136,34 +156,55 @@ def _output_columns() -> str:
             "CASE WHEN priors_at > 0 THEN json_transform(substr(item, priors_at + 1, "
             "length(item) - priors_at - 1), '[\"DOUBLE\"]') END"
         ),
+    }
+    return ", ".join(f"{computed[name]} AS {name}" for name in STRIKE_COLUMNS)
+
+
+def _snapshot_columns() -> str:
+    """The snapshots' columns, typed."""
+    typed = {
+        "job_id": "CAST($job_id AS BIGINT)",
+        "endpoint": "CAST($endpoint AS VARCHAR)",
+        "record_index": "record_index",
+        "ticker": "ticker ->> '$'",
+        "timestamp": "timestamp::DOUBLE",
+        # Half to even, as pyarrow's round in the Python parser.
+        "snapshot_ts_utc": f"make_timestamp({_MICROS})::TIMESTAMPTZ",
+        **{f: f"{f}::DOUBLE" for f in FLOAT_FIELDS},
+        **{f: f"{f}::DOUBLE::BIGINT" for f in INT_FIELDS},
+        **{f: f"{f}::DOUBLE[]" for f in PAIR_FIELDS},
+        "max_priors": "max_priors::DOUBLE[][]",
         "extra_fields": "CAST(NULL AS VARCHAR)",
     }
-    return ", ".join(f"{computed.get(f.name, f.name)} AS {f.name}" for f in SCHEMA)
+    return ", ".join(f"{typed[name]} AS {name}" for name in SNAPSHOT_COLUMNS)
 
 
 def stage_with_sql(
     con: duckdb.DuckDBPyConnection,
     json_path: Path,
     *,
-    table: str,
+    tables: StagingTables,
     job_id: int,
     endpoint: str,
     single_object: bool,
 ) -> int | None:
-    """Create `table` from the JSON file at `json_path`; the number of records, or None.
+    """Create the staging tables from the JSON file at `json_path`; the number of records, or None.
 
     None means the Python parser must decide (a rule broken, or DuckDB refused the file); then
-    `table` does not exist. The connection's time zone is set to UTC (snapshot times).
+    the tables do not exist. They (and `<strikes table>_json` and `_items`, the file as read and
+    its strikes unnested, dropped before returning) should be in an in-memory catalog: the import attaches one to its connection to
+    gex_data.db. The connection's time zone is set to UTC (snapshot times).
     """
-    raw = f"{table}_json"
+    raw, items = f"{tables.strikes}_json", f"{tables.strikes}_items"
     fmt = "unstructured" if single_object else "array"
     columns = (
         "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in _READ_COLUMNS.items()) + "}"
     )
+    params = {"job_id": job_id, "endpoint": endpoint}
     con.execute("SET TimeZone = 'UTC'")
     try:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT ordinality - 1 AS record_index, * "
+            f"CREATE OR REPLACE TABLE {raw} AS SELECT ordinality - 1 AS record_index, * "
             f"FROM read_json({_literal(str(json_path))}, columns = {columns}, format = '{fmt}', "
             f"maximum_object_size = {_MAX_OBJECT_BYTES}) WITH ORDINALITY"
         )
@@ -172,47 +213,111 @@ def stage_with_sql(
         ).fetchall()[0]
         if records == 0 or bad_records or (single_object and records != 1):
             return None
-        (bad_items,) = con.execute(
-            f"SELECT count(*) FROM (SELECT unnest(strikes) AS item FROM {raw} WHERE len(strikes) > 0) "
-            f"WHERE item IS NULL OR NOT {_matches('item', _STRIKE_ITEM)}"
-        ).fetchall()[0]
-        if bad_items:
-            return None
+        con.execute(
+            f"CREATE OR REPLACE TABLE {tables.snapshots} AS SELECT {_snapshot_columns()} FROM {raw}",
+            params,
+        )
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE {table} AS
-            WITH snapshots AS MATERIALIZED (
-                SELECT record_index, {_typed_record_columns()},
-                    coalesce(len(strikes) > 0, false) AS has_strikes,
+            CREATE OR REPLACE TABLE {items} AS
+            SELECT record_index, has_strikes, generate_subscripts(items, 1) AS position,
+                unnest(items)::VARCHAR AS item
+            FROM (
+                SELECT record_index, coalesce(len(strikes) > 0, false) AS has_strikes,
                     CASE WHEN len(strikes) > 0 THEN strikes ELSE [NULL::JSON] END AS items
                 FROM {raw}
-            ), exploded AS (
-                SELECT * EXCLUDE (items), generate_subscripts(items, 1) AS position,
-                    unnest(items)::VARCHAR AS item
-                FROM snapshots
-            ), parsed AS (
-                -- The items matched their pattern: the first three values are numbers or
+            )
+            """
+        )
+        # A second statement over the unnested items, not one over the records: DuckDB splits
+        # a scan by row groups of 122,880 rows, so a day's few thousand records would be parsed
+        # on one core, its strikes on all of them.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE {tables.strikes} AS
+            WITH parsed AS (
+                -- Where an item matches its pattern, its first three values are numbers or
                 -- null, so a lenient transform to doubles reads them exactly.
                 SELECT *, json_transform(item, '["DOUBLE"]') AS item_values,
-                    strpos(item, ',[') AS priors_at
-                FROM exploded
+                    strpos(item, ',[') AS priors_at,
+                    NOT has_strikes OR coalesce({_matches("item", _STRIKE_ITEM)}, false) AS item_ok
+                FROM {items}
             )
-            SELECT {_output_columns()} FROM parsed
+            SELECT {_strike_columns()} FROM parsed
             """,
-            {"job_id": job_id, "endpoint": endpoint},
+            {"job_id": job_id},
         )
     except duckdb.Error:
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+        tables.drop(con)
         return None
     finally:
         con.execute(f"DROP TABLE IF EXISTS {raw}")
+        con.execute(f"DROP TABLE IF EXISTS {items}")
     return int(records)
 
 
-def table_rows(con: duckdb.DuckDBPyConnection, table: str) -> pa.Table:
-    """The rows of a staging table as an Arrow table of the contract's schema, in file order."""
-    rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()
-    order = pc.add(pc.multiply(rows["record_index"], 1 << 32), rows["strike_index"])
+def stage_parsed(con: duckdb.DuckDBPyConnection, rows: pa.Table, *, tables: StagingTables) -> None:
+    """Create the staging tables from the Python parser's rows (the contract's rows).
+
+    A snapshot's fields are taken from its first row (`strike_index` 0, or -1 without strikes),
+    the only one that carries `max_priors`.
+    """
+    con.register("batch_df", rows)
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TABLE {tables.snapshots} AS SELECT {', '.join(SNAPSHOT_COLUMNS)} "
+            "FROM batch_df WHERE strike_index <= 0 ORDER BY record_index"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TABLE {tables.strikes} AS SELECT {', '.join(STRIKE_COLUMNS)} "
+            "FROM batch_df"
+        )
+    finally:
+        con.unregister("batch_df")
+
+
+def canonical_rows_sql(strikes: str, snapshots: str) -> str:
+    """SQL for the contract's rows (as the canonical Parquet holds them) of two normalized tables."""
+    columns = [
+        f"CASE WHEN s.strike_index <= 0 THEN n.{name} END AS {name}"
+        if name == "max_priors"
+        else f"s.{name}"
+        if name in STRIKE_COLUMNS
+        else f"n.{name}"
+        for name in SCHEMA.names
+    ]
+    return (
+        f"SELECT {', '.join(columns)} FROM {strikes} AS s "
+        f"JOIN {snapshots} AS n USING (job_id, record_index)"
+    )
+
+
+def read_staging(
+    con: duckdb.DuckDBPyConnection, tables: StagingTables
+) -> tuple[pa.Table, pa.Table]:
+    """The strike rows (in file order) and the snapshots of the staging tables, as Arrow."""
+    strikes = con.sql(f"SELECT * FROM {tables.strikes}").to_arrow_table()
+    order = pc.add(pc.multiply(strikes["record_index"], 1 << 32), strikes["strike_index"])
     if len(order) > 1 and not pc.all(pc.greater(order[1:], order[:-1])).as_py():
-        rows = rows.sort_by([("record_index", "ascending"), ("strike_index", "ascending")])
-    return rows.cast(SCHEMA)
+        strikes = strikes.sort_by([("record_index", "ascending"), ("strike_index", "ascending")])
+    snapshots = con.sql(f"SELECT * FROM {tables.snapshots} ORDER BY record_index").to_arrow_table()
+    return strikes, snapshots
+
+
+def contract_rows(strikes: pa.Table, snapshots: pa.Table) -> pa.Table:
+    """The contract's rows: each strike row with its snapshot's fields (`max_priors` on the
+    snapshot's first row only), in the strike rows' order, with the contract's schema."""
+    at = pc.index_in(strikes["record_index"], value_set=snapshots["record_index"])
+    first = pc.if_else(pc.less_equal(strikes["strike_index"], 0), at, None)
+    arrays = [
+        strikes[name]
+        if name in STRIKE_COLUMNS
+        else pc.take(snapshots[name], first if name == "max_priors" else at)
+        for name in SCHEMA.names
+    ]
+    return pa.Table.from_arrays(arrays, names=SCHEMA.names).cast(SCHEMA)
+
+
+def table_rows(con: duckdb.DuckDBPyConnection, tables: StagingTables) -> pa.Table:
+    """The contract's rows of the staging tables, in file order."""
+    return contract_rows(*read_staging(con, tables))
