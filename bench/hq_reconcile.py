@@ -7,17 +7,22 @@ per window and org), then seeds 10 differing rows: 4 late rows inserted into the
 changed in place in the source, 3 rows deleted from the Parquet. It then times, on the same
 connection and files:
 
-- (a) `hashdiff`: per window, one DuckDB aggregate over the Parquet and one Postgres query that
-  aggregates the window's rows by org and key-hash range as they stream, compares them with
-  DuckDB's and returns only the differing segments; a window that differs costs one more pass
-  that fetches the rows of its differing segments; deeper levels only where needed;
-- (b) the baseline: every (key, row hash) of both sides fetched (`COPY` from Postgres, DuckDB over
-  the Parquet) and compared with a full outer join in DuckDB.
+- (a) `hashdiff`: one Postgres query classifies every window in one scan of the table and
+  aggregates the rows by window, org and key-hash range as they stream, while one DuckDB aggregate
+  does the same over the Parquet; only those summaries leave the engines and are compared; one
+  more pass over the windows that differ fetches the rows of their differing segments (deeper
+  levels only where needed);
+- (b) the baseline: every (key, row hash) of both sides fetched (one `COPY` from Postgres of the
+  same one-scan classification, DuckDB over the Parquet) and compared with a full outer join in
+  DuckDB;
+- (c) the same baseline window by window (one classification query and `COPY` per window), as the
+  export reads the source and as this benchmark compared before the one-scan classification.
 
-Both sides of both paths use the same exact classification of each window (the export's own query)
-and the same row encoding, so the difference is the bisection. Prints the time to locate the 10
-keys, whether all 10 were named, the segments compared by level, the rows fetched, and the ratio
-(b)/(a) (above 1: bisection is faster), with the machine's load average (shared machines vary).
+Both sides of every path use the same exact classification (the export's own query) and the same
+row encoding, so (a) against (b) is the bisection alone. Prints the time to locate the 10 keys,
+whether all 10 were named, the segments compared by level, the rows fetched, the ratios (b)/(a)
+and (c)/(a) (above 1: bisection is faster), the CPU seconds of the Postgres server (parallel workers
+included) and of this process (DuckDB included) per path, and the machine's load average (shared machines vary).
 
     python bench/hq_reconcile.py [--rows 10000000] [--windows 24] [--leaf-rows 2048]
 """
@@ -28,6 +33,7 @@ import argparse
 import contextlib
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -153,6 +159,32 @@ def drift(dsn: str, lake: Path, keys: list[str], rng: random.Random) -> dict[str
     return {"late": late, "changed": changed - deleted, "deleted": deleted}
 
 
+def _stat(pid: int | str) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _postgres_cpu(pgdata: Path) -> float:
+    """CPU seconds (user and system) of the whole local Postgres server: the postmaster, its live
+    processes, and the processes it has reaped (parallel workers of finished queries)."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    fields = _stat(postmaster)
+    ticks = sum(int(f) for f in fields[11:15])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                child = _stat(entry.name)
+            except OSError:
+                continue  # ended meanwhile: counted with the postmaster's reaped children
+            if int(child[1]) == postmaster:
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_here() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -193,38 +225,61 @@ def main() -> int:
         load_before = os.getloadavg()[0]
         with psycopg.connect(dsn) as conn:
             session_setup(conn)
-            t0 = time.perf_counter()
-            diff = rh.hashdiff(
-                RUNS,
-                keys,
-                rh.source_side(conn, RUNS),
-                rh.export_side(RUNS, files_of),
-                leaf_rows=args.leaf_rows,
+            timings: dict[str, tuple[float, float, float]] = {}
+
+            def timed(name: str, run):
+                cpu_pg, cpu_here, t0 = _postgres_cpu(pgdata), _cpu_here(), time.perf_counter()
+                result = run()
+                timings[name] = (
+                    time.perf_counter() - t0,
+                    _postgres_cpu(pgdata) - cpu_pg,
+                    _cpu_here() - cpu_here,
+                )
+                conn.rollback()
+                return result
+
+            diff = timed(
+                "bisection (hashdiff)",
+                lambda: rh.hashdiff(
+                    RUNS,
+                    keys,
+                    rh.source_side(conn, RUNS),
+                    rh.export_side(RUNS, files_of),
+                    leaf_rows=args.leaf_rows,
+                ),
             )
-            bisect_s = time.perf_counter() - t0
-            conn.rollback()
-            t0 = time.perf_counter()
-            full = rh.full_key_diff(RUNS, keys, conn, files_of)
-            full_s = time.perf_counter() - t0
+            full = timed(
+                "full comparison, one scan",
+                lambda: rh.full_key_diff(RUNS, keys, conn, files_of),
+            )
+            per_window = timed(
+                "full comparison, window by window",
+                lambda: rh.full_key_diff(RUNS, keys, conn, files_of, one_scan=False),
+            )
         found = {
             k["run_id"] for k in diff.missing_in_export + diff.different + diff.extra_in_export
         }
         print()
-        print(f"{'path':<40} {'seconds':>8}")
-        print(f"{'bisection (hashdiff)':<40} {bisect_s:>8.2f}")
-        print(f"{'full key-by-key comparison':<40} {full_s:>8.2f}")
+        print(f"{'path':<36} {'seconds':>8} {'postgres cpu s':>15} {'local cpu s':>12}")
+        for name, (wall, cpu_pg, cpu_here) in timings.items():
+            print(f"{name:<36} {wall:>8.2f} {cpu_pg:>15.2f} {cpu_here:>12.2f}")
         print(
             f"keys located: {len(found & expected)} of {len(expected)} "
             f"({'all' if found == expected else 'MISMATCH: ' + str(sorted(found ^ expected))}); "
-            f"counts {diff.counts}; full comparison counts {full}"
+            f"counts {diff.counts}; full comparison counts {full}, window by window {per_window}"
         )
         print(
             f"segments compared: {diff.segments_compared:,} {diff.segments_by_level}; "
             f"rows fetched: {diff.rows_fetched:,} of {2 * args.rows:,}"
         )
-        print(f"ratio {full_s / bisect_s:.2f} (full comparison time / bisection time)")
+        bisect_s = timings["bisection (hashdiff)"][0]
+        print(
+            f"ratio {timings['full comparison, one scan'][0] / bisect_s:.2f} (full comparison, "
+            f"one scan / bisection); {timings['full comparison, window by window'][0] / bisect_s:.2f}"
+            " (full comparison, window by window / bisection)"
+        )
         print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
-        return 0 if found == expected and full == diff.counts else 1
+        return 0 if found == expected and full == per_window == diff.counts else 1
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
             stop_embedded(pgdata)

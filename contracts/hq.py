@@ -32,17 +32,18 @@ CONFIDENCE_DIGITS = (9, 6)
 _VERSION = Field(..., description="Always 'v1': the export schema version of the row.")
 _ORG = Field(..., description="Tenant id (uuid/text); every exported row has one.")
 _APPEND_NOTE = (
-    " Append-only: partitioned by UTC hour windows of {time} (folders "
-    "`window_start=<YYYY-MM-DD-HH:00>/org_id=<org>/`); materializing a window rewrites it whole "
-    "from the source, so a replay gives byte-identical files."
+    " Append-only: partitioned by UTC hour windows of {time}, in folders by the date of {time} "
+    "and org_id, as the export contract recommends (`date=<YYYY-MM-DD>/hour=<HH>/org_id=<org>/`); "
+    "materializing a window rewrites it whole from the source, so a replay gives byte-identical "
+    "files."
 )
 _UPSERT_NOTE = (
     " Upsert snapshot: one row per (org_id, entity_id) across the dataset. Of all versions of an "
     "entity in the source, the valid one with the highest record_version is exported (ties: the "
     "first by updated_at); every other version is kept out and goes to the dead letter with reason "
     "`stale_version`, so an older record_version never overwrites a newer one in whatever order "
-    "windows are exported. Rows live in the UTC hour window of their updated_at "
-    "(`window_start=<YYYY-MM-DD-HH:00>/org_id=<org>/`)."
+    "windows are exported. Rows live in the UTC hour window of their updated_at, in folders by "
+    "the date of updated_at and org_id (`date=<YYYY-MM-DD>/hour=<HH>/org_id=<org>/`)."
 )
 
 
@@ -278,7 +279,7 @@ class DxDeadLetter(ContractModel):
             "no org_id, a null key, status or entity_type outside its set, a required field null, "
             "a numeric value that does not fit its exact type, a duplicate primary key or "
             "uniqueness guard, a stale record_version. Nothing is dropped silently. Written per "
-            "window beside the datasets (`hq/dx_dead_letter/window_start=<…>/dataset=<…>/`), "
+            "window beside the datasets (`hq/dx_dead_letter/date=<…>/hour=<…>/dataset=<…>/`), "
             "rewritten with them, so a replay gives the same rows. Only contract columns are "
             "kept, with credential-looking values redacted."
         ),

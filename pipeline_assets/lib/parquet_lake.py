@@ -10,6 +10,7 @@ group in memory.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -26,6 +27,8 @@ from contracts.custody import ParentRef
 from pipeline_assets.lib.files import atomic_write, is_local, sha256_file
 
 DATA_FILE_NAME = "data.parquet"
+# Stands in for the files of a partition that has no rows (see the lake IO manager).
+EMPTY_MARKER = "_empty.json"
 # pyarrow's own default: on these machines, smaller groups wrote 2x slower and 15-35% larger
 # files; a reader streaming the file holds one group (tens of MB for market rows) at a time.
 DEFAULT_ROW_GROUP_SIZE = 1024 * 1024
@@ -77,6 +80,38 @@ def hive_segment(name: str, value: str) -> str:
 
 def hive_folder(dimensions: Sequence[tuple[str, str]]) -> str:
     return "/".join(hive_segment(name, value) for name, value in dimensions)
+
+
+def time_levels(start: dt.datetime, levels: Sequence[str]) -> list[tuple[str, str]]:
+    """The `(folder name, value)` pairs of a time window laid out over several hive levels.
+
+    `levels` are `name=<strftime format>` items, outermost first: `["date=%Y-%m-%d", "hour=%H"]`
+    puts the hour starting at 2026-02-17 10:00 in `date=2026-02-17/hour=10`. Together the levels
+    must name the start exactly (in the partitions' own time zone), so that no two windows share
+    a folder; levels that lose part of it raise `LakeError`.
+    """
+    pairs = []
+    for level in levels:
+        name, sep, fmt = str(level).partition("=")
+        if not sep or not fmt:
+            raise LakeError(f"partition level {level!r}: expected 'name=<strftime format>'")
+        pairs.append((name, fmt))
+    if not pairs:
+        raise LakeError("partition levels: expected at least one 'name=<strftime format>'")
+    values = [start.strftime(fmt) for _, fmt in pairs]
+    # A separator no format or value holds, to parse the values back as one string.
+    try:
+        parsed = dt.datetime.strptime("\x1f".join(values), "\x1f".join(f for _, f in pairs))
+    except ValueError as exc:
+        raise LakeError(
+            f"partition levels {list(levels)}: {values} do not parse back ({exc})"
+        ) from exc
+    if parsed != start.replace(tzinfo=None):
+        raise LakeError(
+            f"partition levels {list(levels)} do not identify the window starting at "
+            f"{start.isoformat()} (they give {parsed.isoformat()}): add the missing fields"
+        )
+    return [(name, value) for (name, _), value in zip(pairs, values)]
 
 
 def parse_hive_folder(folder: str) -> dict[str, str]:

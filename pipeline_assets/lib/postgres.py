@@ -348,10 +348,11 @@ __all__ = [
 ]
 
 
-def stop_embedded(pgdata_dir: Path, *, timeout: int = 30) -> bool:
+def stop_embedded(pgdata_dir: str | Path, *, timeout: int = 30) -> bool:
     """Stop the embedded server of this folder, if one runs; returns whether it was running."""
     from pgserver._commands import pg_ctl
 
+    pgdata_dir = Path(pgdata_dir)
     if not (pgdata_dir / "postmaster.pid").exists():
         return False
     # pg_ctl refuses to run as root; as root, pgserver runs the server as its 'pgserver' user.

@@ -45,6 +45,7 @@ from pipeline_assets.lib.parquet_lake import (
     DATA_FILE_NAME,
     DEFAULT_ROW_GROUP_SIZE,
     DEFAULT_ZSTD_LEVEL,
+    EMPTY_MARKER,
     LakeError,
     LakeOutput,
     WriteResult,
@@ -52,6 +53,7 @@ from pipeline_assets.lib.parquet_lake import (
     parse_hive_folder,
     read_parquet,
     stream_parquet,
+    time_levels,
     write_parquet,
     write_split_parquet,
 )
@@ -61,11 +63,11 @@ from pipeline_assets.utils.table_schema import column_schema
 
 LAYER_METADATA_KEY = "lake/layer"
 PARTITION_NAME_METADATA_KEY = "lake/partition_name"
+PARTITION_LEVELS_METADATA_KEY = "lake/partition_levels"
 SPLIT_BY_METADATA_KEY = "lake/split_by"
 ROW_GROUP_SIZE_METADATA_KEY = "lake/row_group_size"
 SPLIT_GROUPED_METADATA_KEY = "lake/split_grouped"
 SPLIT_PARENTS_METADATA_KEY = "lake/split_parents"
-EMPTY_MARKER = "_empty.json"
 
 _LAYER_BY_PREFIX = {"bronze_": "bronze", "silver_": "silver", "gold_": "gold", "dx_": "hq"}
 # Files listed in a partition's markdown summary; `output_files` lists them all.
@@ -140,6 +142,16 @@ def partition_dimensions(
     if isinstance(partitions_def, dg.MultiPartitionsDefinition):
         key = partitions_def.get_partition_key_from_str(partition_key)
         return sorted(key.keys_by_dimension.items())
+    levels = definition_metadata.get(PARTITION_LEVELS_METADATA_KEY)
+    if levels:
+        # A time window over several folders, from its start (`date=…/hour=…`).
+        if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            raise LakeError(
+                f"metadata {PARTITION_LEVELS_METADATA_KEY!r} needs time-window partitions, not "
+                f"{type(partitions_def).__name__}"
+            )
+        start = partitions_def.time_window_for_partition_key(partition_key).start
+        return time_levels(start, [levels] if isinstance(levels, str) else list(levels))
     return [(_dimension_name(partitions_def, definition_metadata), partition_key)]
 
 

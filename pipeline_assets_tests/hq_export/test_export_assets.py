@@ -19,6 +19,7 @@ import pytest
 from contracts.core import arrow_schema
 from contracts.hq import DATASET_CONTRACTS, DxDeadLetter
 from pipeline_assets.defs.hq_export.assets import HQ_ASSET_KEYS, hq_export
+from pipeline_assets.lib.hq.datasets import DATASETS
 from pipeline_assets.lib.hq.source_tables import (
     DEMO_SECRET,
     create_source_tables,
@@ -138,12 +139,47 @@ def test_datasets_read_back_with_duckdb_have_the_contract_columns_keys_and_versi
             f"SELECT DISTINCT export_schema_version FROM read_parquet('{glob}')"
         ).fetchall()
         assert versions == [("v1",)]
-        # Files are laid out by window (date and hour) and org, and each file holds only its org.
+        # Files are laid out by the date of the window's time column and org (the hour between),
+        # and each file holds only its own org and window.
+        time_column = next(s.time_column for s in DATASETS if s.name == info.name)
         mismatched = con.execute(
-            f"SELECT count(*) FROM read_parquet('{glob}', filename = true) "
-            "WHERE filename NOT LIKE '%/window_start=2026-02-17-%/org_id=' || org_id || '/data.parquet'"
+            f"SELECT count(*) FROM read_parquet('{glob}', filename = true, hive_partitioning = false) "
+            "WHERE filename NOT LIKE '%/hq/' || $name || '/date=' || "
+            f"strftime(\"{time_column}\" AT TIME ZONE 'UTC', '%Y-%m-%d/hour=%H') "
+            "|| '/org_id=' || org_id || '/data.parquet'",
+            {"name": info.name},
         ).fetchone()[0]
         assert mismatched == 0
+
+
+@pytest.mark.parametrize("model", [*DATASET_CONTRACTS, DxDeadLetter], ids=lambda m: m.contract.name)
+def test_datasets_read_whole_with_hive_partitioning_keep_the_contract_columns(exported, model):
+    """With hive_partitioning = true, the contract's columns keep their names, order and types
+    (org_id and the dead letter's dataset are folders too, with the same values), and the folders
+    add exactly `date` and `hour`: the UTC date and hour of each row's window."""
+    lake, _, _ = exported
+    glob = f"{lake}/hq/{model.contract.name}/**/*.parquet"
+    con = duckdb.connect()
+    described = con.execute(
+        f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true)"
+    ).fetchall()
+    contract = [(f.name, _duck_type(f.type)) for f in arrow_schema(model)]
+    assert [(name, kind) for name, kind, *_ in described] == [
+        *contract,
+        ("date", "DATE"),
+        ("hour", "VARCHAR"),
+    ]
+    window_column = (
+        "window_start"
+        if model is DxDeadLetter
+        else next(s.time_column for s in DATASETS if s.name == model.contract.name)
+    )
+    utc = f"(\"{window_column}\" AT TIME ZONE 'UTC')"
+    rows, misplaced = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE date <> CAST({utc} AS DATE) "
+        f"OR hour <> strftime({utc}, '%H')) FROM read_parquet('{glob}', hive_partitioning = true)"
+    ).fetchone()
+    assert rows > 0 and misplaced == 0
 
 
 def test_contract_breakers_are_in_the_dead_letter_with_their_reasons(exported):

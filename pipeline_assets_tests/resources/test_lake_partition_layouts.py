@@ -1,4 +1,7 @@
-"""Hive-style folders for every kind of partition, and keys that cannot escape their folder."""
+"""Hive-style folders for every kind of partition (a time window over several folders with
+`lake/partition_levels`), and keys that cannot escape their folder."""
+
+import datetime as dt
 
 import dagster as dg
 import pyarrow as pa
@@ -6,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline_assets.lib.parquet_lake import LakeError, LakeOutput, hive_segment, parse_hive_folder
+from pipeline_assets.lib.parquet_lake import (
+    LakeError,
+    LakeOutput,
+    hive_folder,
+    hive_segment,
+    parse_hive_folder,
+    time_levels,
+)
 from pipeline_assets_tests.lake_assets import SOURCE_PARENT
 
 TABLE = pa.table({"x": [1, 2, 3]})
@@ -99,3 +109,67 @@ def test_hive_segment_round_trips_and_stays_one_folder(value):
 def test_bad_partition_folder_names_are_refused(name):
     with pytest.raises(LakeError, match="partition folder name"):
         hive_segment(name, "x")
+
+
+HOUR_LEVELS = ["date=%Y-%m-%d", "hour=%H"]
+
+
+def test_partition_levels_lay_a_time_window_over_several_folders(lake_io, instance):
+    @dg.asset(
+        partitions_def=dg.HourlyPartitionsDefinition("2026-01-01-00:00"),
+        metadata={"lake/layer": "gold", "lake/partition_levels": HOUR_LEVELS},
+    )
+    def gold_level_probe() -> LakeOutput:
+        return LakeOutput(TABLE, parents=[SOURCE_PARENT])
+
+    result = dg.materialize(
+        [gold_level_probe],
+        resources={"io_manager": lake_io},
+        instance=instance,
+        partition_key="2026-01-02-05:00",
+    )
+    files = (
+        result.get_asset_materialization_events()[0].materialization.metadata["output_files"].value
+    )
+    assert files == ["gold/gold_level_probe/date=2026-01-02/hour=05/data.parquet"]
+
+
+def test_partition_levels_are_refused_for_partitions_without_time_windows(lake_io, instance):
+    @dg.asset(
+        partitions_def=dg.StaticPartitionsDefinition(["NQ"]),
+        metadata={"lake/layer": "gold", "lake/partition_levels": HOUR_LEVELS},
+    )
+    def gold_static_levels() -> LakeOutput:
+        return LakeOutput(TABLE, parents=[SOURCE_PARENT])
+
+    with pytest.raises(LakeError, match="lake/partition_levels.*time-window partitions"):
+        dg.materialize(
+            [gold_static_levels],
+            resources={"io_manager": lake_io},
+            instance=instance,
+            partition_key="NQ",
+        )
+
+
+_HOURS = st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2199, 12, 31)).map(
+    lambda t: t.replace(minute=0, second=0, microsecond=0, tzinfo=dt.UTC)
+)
+
+
+@given(_HOURS, _HOURS)
+def test_time_levels_name_each_window_by_its_own_folders(first, second):
+    folders = [hive_folder(time_levels(t, HOUR_LEVELS)) for t in (first, second)]
+    for start, folder in zip((first, second), folders):
+        values = parse_hive_folder(folder)
+        assert list(values) == ["date", "hour"]
+        parsed = dt.datetime.strptime(f"{values['date']} {values['hour']}", "%Y-%m-%d %H")
+        assert parsed == start.replace(tzinfo=None)
+    assert (folders[0] == folders[1]) == (first == second)
+
+
+@pytest.mark.parametrize(
+    "levels", [["date=%Y-%m-%d"], ["hour=%H"], ["date=%Y-%m", "hour=%H"], ["date"], []]
+)
+def test_time_levels_that_lose_part_of_the_window_are_refused(levels):
+    with pytest.raises(LakeError, match="partition level"):
+        time_levels(dt.datetime(2026, 2, 17, 10, tzinfo=dt.UTC), levels)

@@ -3,9 +3,10 @@
 For each window of the run and each dataset, `lib.hq.extract` COPYs the window's rows out of
 Postgres (only contract columns, classified in SQL), retrying a lost connection from scratch, and
 shapes them to contract v1 on local disk; the lake IO manager then streams them into
-`hq/<dataset>/window_start=<hour>/org_id=<org>/data.parquet` with a sidecar whose parent is the
+`hq/<dataset>/date=<YYYY-MM-DD>/hour=<HH>/org_id=<org>/data.parquet` (the UTC date and hour of
+the window, as the contract recommends: by date and org_id) with a sidecar whose parent is the
 query (redacted DSN, relation, bounds, row count, SHA256 of the rows). Rows that break the
-contract go to `hq/dx_dead_letter/window_start=<hour>/dataset=<dataset>/`. All six are written
+contract go to `hq/dx_dead_letter/date=<…>/hour=<…>/dataset=<dataset>/`. All six are written
 together (`can_subset=False`), so a window's dead letter always matches its datasets. This is the
 Dagster shell; the logic is plain functions that tests and the benchmark call directly.
 """
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import psycopg
 from pydantic import Field
 
 from contracts.core import arrow_schema
@@ -31,9 +33,15 @@ from pipeline_assets.lib.hq.extract import (
     SourceSchemaError,
     dead_letter_table,
     read_window,
+    session_setup,
 )
-from pipeline_assets.lib.hq.lake_files import dataset_files, window_files
-from pipeline_assets.lib.hq.windows import window_bounds
+from pipeline_assets.lib.hq.lake_files import (
+    PARTITION_LEVELS,
+    dataset_files,
+    remove_legacy_windows,
+    window_files,
+)
+from pipeline_assets.lib.hq.windows import window_bounds, window_fingerprint
 from pipeline_assets.lib.parquet_lake import LakeOutput
 from pipeline_assets.lib.postgres import SourceUnavailableError
 from pipeline_assets.lib.run_record import utc_iso, utc_now
@@ -54,6 +62,9 @@ HQ_FRESHNESS = dg.FreshnessPolicy.time_window(
 HQ_DATASET_NAMES: tuple[str, ...] = tuple(spec.name for spec in DATASETS)
 HQ_ASSET_NAMES: tuple[str, ...] = (*HQ_DATASET_NAMES, DEAD_LETTER)
 HQ_ASSET_KEYS: tuple[dg.AssetKey, ...] = tuple(dg.AssetKey(name) for name in HQ_ASSET_NAMES)
+# Per window, the source's (row count, newest xmin) taken before the read: what the micro-batch
+# sensor compares with when its cursor is empty, so it exports only windows changed since.
+SOURCE_FINGERPRINT = "source_fingerprint"
 
 _DESCRIPTIONS = {
     "dx_operation_runs_v1": (
@@ -83,7 +94,7 @@ _DESCRIPTIONS = {
         "Source rows that break export contract v1 (no org_id, a null key, status or entity_type "
         "outside its set, a duplicate key or event, a stale record_version, ...), with the dataset, "
         "the source key, the reason and the batch window. Nothing is dropped silently. Folders "
-        "`hq/dx_dead_letter/window_start=<hour>/dataset=<dataset>/`."
+        "`hq/dx_dead_letter/date=<YYYY-MM-DD>/hour=<HH>/dataset=<dataset>/`."
     ),
 }
 
@@ -97,6 +108,9 @@ def _out(name: str) -> dg.AssetOut:
         description=_DESCRIPTIONS[name],
         metadata={
             "lake/layer": "hq",
+            # date=<YYYY-MM-DD>/hour=<HH>/ of the window's start (UTC), then one folder per org
+            # (dead letter: per dataset): the window is one folder, rewritten whole.
+            "lake/partition_levels": list(PARTITION_LEVELS),
             "lake/split_by": "dataset" if name == DEAD_LETTER else "org_id",
             # Rows arrive grouped by org (dead letter: by dataset), so the writer finishes one
             # file before the next: one pending row group in all, however large the window and
@@ -172,6 +186,22 @@ def _read_window(
     return prepared, parent
 
 
+def _source_fingerprint(
+    connection: ReusedConnection, config: HqExportConfig, spec: DatasetSpec, key: str
+) -> tuple[int, int] | None:
+    """The window's source fingerprint, taken just before its read (a row written in between is
+    exported and only makes the sensor export the window once more, never the reverse); None when
+    the source cannot say: the read that follows retries and names the cause."""
+    try:
+        with connection() as conn:
+            session_setup(conn)
+            found = window_fingerprint(conn, spec, *window_bounds(key), schema=config.source_schema)
+            conn.rollback()
+    except (psycopg.Error, SourceUnavailableError):
+        return None
+    return found
+
+
 def _dataset_metadata(
     context: dg.AssetExecutionContext,
     started: Any,
@@ -245,8 +275,10 @@ def hq_export(
     for spec in DATASETS:
         prepared: dict[str, PreparedWindow] = {}
         parents: dict[str, ParentRef] = {}
+        fingerprints: dict[str, tuple[int, int] | None] = {}
         try:
             for key in keys:
+                fingerprints[key] = _source_fingerprint(connection, config, spec, key)
                 prepared[key], parents[key] = _read_window(
                     context, source_postgres, connection, config, spec, key
                 )
@@ -279,6 +311,13 @@ def hq_export(
             )
             for key, window in prepared.items()
         }
+        for key, fingerprint in fingerprints.items():
+            if fingerprint is not None:
+                context.add_asset_metadata(
+                    {SOURCE_FINGERPRINT: dg.MetadataValue.json(list(fingerprint))},
+                    asset_key=spec.name,
+                    partition_key=key,
+                )
         yield dg.Output(
             outputs[keys[0]] if single else outputs,
             output_name=spec.name,
@@ -313,6 +352,11 @@ def hq_export(
     )
 
     lake_root = Settings.from_env().lake_path()
+    for asset in HQ_ASSET_NAMES:
+        # A lake written before the date level still holds these windows at window_start=<key>/:
+        # now that they are rewritten, the old copies go, so no reader sees a window twice.
+        for folder in remove_legacy_windows(lake_root, asset, keys):
+            context.log.info(f"removed {folder}: the window's files from before the date level")
     files = {asset: window_files(lake_root, asset, keys) for asset in HQ_ASSET_NAMES}
     yield from hq_check_results(
         HQ_ASSET_NAMES, files, lambda asset: dataset_files(lake_root, asset)

@@ -9,6 +9,13 @@ old window in the same micro-batch). The run key is the window and its fingerpri
 evaluation never launches the same run twice. Older late rows are for the daily reconciliation or
 a UI backfill of their windows.
 
+A table the cursor holds no watermark for (every table, when the cursor is empty: a new instance,
+or the first daemon after `make demo`) starts from what the instance already holds: the newest
+materialized window of its dataset is the watermark, and each materialized window's recorded
+`source_fingerprint` stands for what the cursor would have seen, so only windows whose rows
+changed since their export, or that were never exported, are requested. A dataset with no
+materialization starts with the last two hours.
+
 `hq_export_failure_alert` records every failed HQ export run as an observation on the dx assets
 (visible in the UI on each asset's page, with the run id and error) and in the log.
 """
@@ -16,23 +23,26 @@ a UI backfill of their windows.
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
 from pipeline_assets.defs.hq_export import jobs
-from pipeline_assets.defs.hq_export.assets import HQ_ASSET_KEYS
+from pipeline_assets.defs.hq_export.assets import HQ_ASSET_KEYS, SOURCE_FINGERPRINT
 from pipeline_assets.defs.hq_export.partitions import hq_hourly_partitions
-from pipeline_assets.lib.hq.datasets import DATASETS, SOURCE_SCHEMA
+from pipeline_assets.lib.hq.datasets import DATASETS, SOURCE_SCHEMA, DatasetSpec
 from pipeline_assets.lib.hq.extract import session_setup
 from pipeline_assets.lib.hq.windows import (
     newest_time,
     window_activity,
     window_bounds,
+    window_key,
     windows_of_other_versions,
 )
 from pipeline_assets.lib.settings import Settings
 from pipeline_assets.resources.source_postgres import SourcePostgres
+from pipeline_assets.utils.materializations import latest_metadata_by_partition
 
 HQ_MICROBATCH = "hq_microbatch"
 HQ_EXPORT_FAILURE_ALERT = "hq_export_failure_alert"
@@ -47,10 +57,56 @@ def _load_cursor(cursor: str | None) -> dict[str, dict[str, Any]]:
     return loaded.get("tables", {}) if isinstance(loaded, dict) else {}
 
 
+def lookback_start(watermark: dt.datetime | None, newest: dt.datetime) -> dt.datetime:
+    """Where a look starts: LATE_LOOKBACK before the older of watermark and newest row, down to
+    its window's start, so that every window looked at is fingerprinted whole (as the export
+    records it), not from mid-window."""
+    since = (min(watermark, newest) if watermark else newest) - LATE_LOOKBACK
+    return window_bounds(window_key(since))[0]
+
+
+# (dataset, newest source time) -> the cursor state of its table from what is materialized.
+Seed = Callable[[DatasetSpec, dt.datetime], dict[str, Any]]
+
+
+def seed_from_materializations(instance: dg.DagsterInstance) -> Seed:
+    """A table's cursor state from the instance: the start of its dataset's newest materialized
+    window as the watermark, and the `source_fingerprint` the latest materialization of each
+    window from `min(watermark, newest) - LATE_LOOKBACK` on recorded ({} when none exists)."""
+
+    def seed(spec: DatasetSpec, newest: dt.datetime) -> dict[str, Any]:
+        asset_key = dg.AssetKey(spec.name)
+        materialized = instance.get_materialized_partitions(asset_key)
+        if not materialized:
+            return {}
+        front = window_bounds(max(materialized))[0]  # keys sort as their times
+        since = lookback_start(front, newest)
+        recent = [k for k in materialized if window_bounds(k)[1] > since]
+        recorded = latest_metadata_by_partition(instance, asset_key, SOURCE_FINGERPRINT, recent)
+        return {
+            "watermark": front.isoformat(),
+            # A window recorded empty has no activity to compare with; one recorded without a
+            # fingerprint (exported by older code) is unknown and exported again.
+            "windows": {
+                k: [int(fp[0]), int(fp[1])]
+                for k, fp in recorded.items()
+                if isinstance(fp, list) and len(fp) == 2 and fp[0] > 0
+            },
+        }
+
+    return seed
+
+
 def plan_microbatch(
-    conn: Any, previous: dict[str, dict[str, Any]], schema: str = SOURCE_SCHEMA
+    conn: Any,
+    previous: dict[str, dict[str, Any]],
+    schema: str = SOURCE_SCHEMA,
+    seed: Seed | None = None,
 ) -> tuple[dict[str, dict[str, list[int]]], dict[str, dict[str, Any]], list[str]]:
-    """(windows to export -> fingerprints by table, new cursor state, notes) from the source."""
+    """(windows to export -> fingerprints by table, new cursor state, notes) from the source.
+
+    A table without a watermark in `previous` takes its state from `seed` when given.
+    """
     state: dict[str, dict[str, Any]] = {}
     changed: dict[str, dict[str, list[int]]] = {}
     notes: list[str] = []
@@ -60,10 +116,17 @@ def plan_microbatch(
         if newest is None:
             state[spec.table] = before
             continue
+        if not before.get("watermark") and seed is not None:
+            before = seed(spec, newest)
+            if before:
+                notes.append(
+                    f"{spec.table}: no cursor; compared with the exports recorded from "
+                    f"{before['watermark']} back ({len(before['windows'])} windows with rows)"
+                )
         watermark = (
             dt.datetime.fromisoformat(before["watermark"]) if before.get("watermark") else None
         )
-        since = (min(watermark, newest) if watermark else newest) - LATE_LOOKBACK
+        since = lookback_start(watermark, newest)
         seen = before.get("windows", {})
         activity = {
             k: list(v) for k, v in window_activity(conn, spec, since, schema=schema).items()
@@ -109,7 +172,9 @@ def hq_microbatch(
     previous = _load_cursor(context.cursor)
     with source_postgres.connection() as conn:
         session_setup(conn)
-        changed, state, notes = plan_microbatch(conn, previous)
+        changed, state, notes = plan_microbatch(
+            conn, previous, seed=seed_from_materializations(context.instance)
+        )
     for note in notes:
         context.log.info(note)
     requests = []

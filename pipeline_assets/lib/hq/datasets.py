@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -290,14 +291,79 @@ def window_query(
     spec: DatasetSpec, start: dt.datetime, end: dt.datetime, *, schema: str = SOURCE_SCHEMA
 ) -> sql.Composed:
     """The SELECT that exports the rows of [start, end) of the dataset's time column, classified."""
+    return _classified(spec, [(start, end)], schema, labelled=False)
+
+
+def windows_query(
+    spec: DatasetSpec,
+    bounds: Sequence[tuple[dt.datetime, dt.datetime]],
+    *,
+    schema: str = SOURCE_SCHEMA,
+) -> sql.Composed:
+    """The rows of several windows, each classified exactly as `window_query` classifies it alone,
+    in one scan of the source, plus `_window`: the 1-based position in `bounds` of the row's window.
+    Unordered (its readers aggregate or join the rows).
+
+    `bounds` are disjoint [start, end) ranges in ascending order. Append datasets rank duplicates
+    within each window (the window leads every ranking partition); the upsert rule already ranks
+    all versions of a key wherever they lie, so its classification does not depend on the window.
+    One scan instead of one per window matters where a window's rows are spread over the table:
+    each window query then reads every page (the reconciliation's checksums over many windows).
+    """
+    if not bounds:
+        raise ValueError("windows_query needs at least one window")
+    if any(lo >= hi for lo, hi in bounds) or any(
+        bounds[i][1] > bounds[i + 1][0] for i in range(len(bounds) - 1)
+    ):
+        raise ValueError(f"windows must be disjoint, non-empty and ascending: {bounds}")
+    return _classified(spec, bounds, schema, labelled=True)
+
+
+def _classified(
+    spec: DatasetSpec,
+    bounds: Sequence[tuple[dt.datetime, dt.datetime]],
+    schema: str,
+    *,
+    labelled: bool,
+) -> sql.Composed:
     table = sql.Identifier(schema, spec.table)
     ts = _ident(spec.time_column)
-    lo, hi = sql.Literal(start), sql.Literal(end)
     reason, _ = _base_reason(spec)
     # The words are only worked out for the rows that are dead-lettered, after ranking.
     _, detail = _base_reason(spec, "b")
     pk = spec.primary_key
-    in_window = sql.SQL("t.{ts} >= {lo} AND t.{ts} < {hi}").format(ts=ts, lo=lo, hi=hi)
+
+    # Adjacent windows make one range: the scan tests a row against each range.
+    ranges: list[tuple[dt.datetime, dt.datetime]] = []
+    for lo, hi in bounds:
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1] = (ranges[-1][0], hi)
+        else:
+            ranges.append((lo, hi))
+
+    def within_bounds(alias: str) -> sql.Composable:
+        return sql.SQL(" OR ").join(
+            sql.SQL("{a}.{ts} >= {lo} AND {a}.{ts} < {hi}").format(
+                a=sql.SQL(alias), ts=ts, lo=sql.Literal(lo), hi=sql.Literal(hi)
+            )
+            for lo, hi in ranges
+        )
+
+    in_window = within_bounds("t")
+    if len(ranges) > 1:
+        in_window = sql.SQL("({w})").format(w=in_window)
+    # The window of a row in scope: the last start at or before its time (windows are disjoint).
+    label = (
+        sql.SQL(", width_bucket(t.{ts}, ARRAY[{starts}]::timestamptz[]) AS _window").format(
+            ts=ts, starts=sql.SQL(", ").join(sql.Literal(lo) for lo, _ in bounds)
+        )
+        if labelled
+        else sql.SQL("")
+    )
+    # Append datasets rank within a window: with several windows, the window leads each partition.
+    by_window = {
+        alias: sql.SQL(alias + "._window, ") if labelled else sql.SQL("") for alias in ("b0", "r1")
+    }
 
     if spec.upsert:
         # Every version of the window's keys, wherever in time it lies, competes for the key.
@@ -329,9 +395,7 @@ def window_query(
             "to_char(b._best_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || ')' "
             "WHEN b._rank1 > 1 THEN 'superseded by record_version ' || b._best_version"
         )
-        ranked_filter = sql.SQL("WHERE b.{ts} >= {lo} AND b.{ts} < {hi}").format(
-            ts=ts, lo=lo, hi=hi
-        )
+        ranked_filter = sql.SQL("WHERE {w}").format(w=within_bounds("b"))
         order_tail = sql.SQL(
             "(b._base IS NULL), b.record_version DESC, b.updated_at, {tie}"
         ).format(tie=_cols(spec.source_columns, "b"))
@@ -340,8 +404,10 @@ def window_query(
         order = _cols(list(spec.rank_order), "b0")
         rank_parts = [
             sql.SQL(
-                "row_number() OVER (PARTITION BY {k}, (b0._base IS NULL) ORDER BY {o}, {tie}) AS _rank1"
-            ).format(k=_cols(pk, "b0"), o=order, tie=_cols(spec.source_columns, "b0"))
+                "row_number() OVER (PARTITION BY {w}{k}, (b0._base IS NULL) ORDER BY {o}, {tie}) AS _rank1"
+            ).format(
+                w=by_window["b0"], k=_cols(pk, "b0"), o=order, tie=_cols(spec.source_columns, "b0")
+            )
         ]
         guard_cond = sql.SQL("false")
         guard_detail = sql.SQL("")
@@ -384,9 +450,10 @@ def window_query(
     if not spec.upsert and spec.guards:
         (guard,) = spec.guards
         stage2 = sql.SQL(
-            ", r2 AS (SELECT r1.*, row_number() OVER (PARTITION BY {g}, (r1._base IS NULL AND r1._rank1 = 1) "
+            ", r2 AS (SELECT r1.*, row_number() OVER (PARTITION BY {w}{g}, (r1._base IS NULL AND r1._rank1 = 1) "
             "ORDER BY {o}, {tie}) AS _rank2 FROM r1)"
         ).format(
+            w=by_window["r1"],
             g=_cols(guard, "r1"),
             o=_cols(list(spec.rank_order), "r1"),
             tie=_cols(spec.source_columns, "r1"),
@@ -415,17 +482,19 @@ def window_query(
     ranked_cols = sql.SQL("b0.*, ") + ranking
 
     query = sql.SQL(
-        "WITH b0 AS (SELECT {src_cols}, {reason} AS _base "
+        "WITH b0 AS (SELECT {src_cols}, {reason} AS _base{label} "
         "FROM {table} t WHERE {scope}), "
         "r1 AS (SELECT {ranked_cols} FROM b0{window_clause}){stage2}, "
         "c AS (SELECT b.*, {full_reason} AS _reason, {full_detail} AS _detail "
         "FROM {last} b {ranked_filter}) "
         "SELECT {select_cols}, b._reason, b._detail, "
-        "CASE WHEN b._reason IS NOT NULL THEN {key_json} END AS _key "
-        "FROM c b ORDER BY {order}"
+        "CASE WHEN b._reason IS NOT NULL THEN {key_json} END AS _key{window_out} "
+        "FROM c b{order}"
     ).format(
         src_cols=_cols(spec.source_columns, "t"),
         reason=reason,
+        label=label,
+        window_out=sql.SQL(", b._window") if labelled else sql.SQL(""),
         table=table,
         scope=scope,
         ranked_cols=ranked_cols,
@@ -438,7 +507,11 @@ def window_query(
         ranked_filter=ranked_filter,
         select_cols=select_cols,
         # The order of the ranking window itself, so Postgres sorts once.
-        order=sql.SQL(", ").join([*(sql.SQL("b.{k}").format(k=_ident(k)) for k in pk), order_tail]),
+        # Several windows are read for their hashes, in no order; one window is exported, ordered.
+        order=sql.SQL("")
+        if labelled
+        else sql.SQL(" ORDER BY ")
+        + sql.SQL(", ").join([*(sql.SQL("b.{k}").format(k=_ident(k)) for k in pk), order_tail]),
     )
     return query
 

@@ -13,20 +13,26 @@ rows the Parquet files do hold. For each row:
 
 A segment (window, org, key-hash prefix) is summarised as `(count(*), sum of the first halves,
 sum of the second halves)` on each side: order-independent, and equal summaries mean equal rows
-up to a 120-bit hash collision. Per window, DuckDB summarises the Parquet straight from the files
-by org and first key-hash byte (256 segments per org), keeping no rows; the summaries travel to
-Postgres with one query that classifies the window once, aggregates its rows as they stream (no
-copy kept) and returns only what differs: the per-org totals and the differing segments. A clean
-window costs that one pass on each side. For a window that differs, DuckDB keeps the hashed rows
-of the differing segments only, and one more Postgres pass fetches the rows of the differing
-segments of at most `leaf_rows` rows. Where the classification ranks rows within partitions of
-the key's columns (runs: by `run_id`), Postgres applies that pass's key-hash filter at the table
-scan, so only those rows are ranked and hashed; elsewhere it classifies the window again. A larger differing segment is split by the next key-hash byte (another pass, restricted
-to it), as data-diff's hashdiff splits a key range, until the rows can be listed. The rows of a
-differing segment are compared: keys only in the source are missing from the export, keys only in
-the export are extra, keys on both sides with different row hashes are different. Segments are by
-window first (time: the export's unit of rewrite), then org, then key-hash range; a key-hash range
-is uniform whatever the key's format (uuid, text, integers), so splits work evenly.
+up to a 120-bit hash collision.
+
+Classifying the source rows (the export's own query, which ranks duplicates) dominates the cost,
+and where a window's rows are spread over the table each window query reads every page. So every
+pass covers all its windows at once (up to `WINDOWS_PER_PASS`): `windows_query` classifies them in
+one scan, each exactly as the export classifies it alone. The first level is one aggregate per
+engine, run at the same time (DuckDB in a thread, straight from the files; Postgres as the rows
+stream, keeping none): every (window, org, first key-hash byte) summary, 256 segments per org.
+Only the summaries leave the engines; they are compared here. Clean windows cost nothing more.
+For the segments that differ, DuckDB keeps their hashed rows, and one Postgres pass over the
+windows that differ returns the rows of the segments of at most `leaf_rows` rows and splits the
+larger ones by the next key-hash byte (returning the rows of their small differing parts), as
+data-diff's hashdiff splits a key range; the next level is another such pass, restricted to the
+segments still open. Where the classification ranks rows within partitions of the key's columns
+(runs: by `run_id`; upserts: by `(org_id, entity_id)`), Postgres applies the key-hash filter at the
+table scan, so only those rows are ranked and hashed. The rows of a differing segment are
+compared: keys only in the source are missing from the export, keys only in the export are extra,
+keys on both sides with different row hashes are different. Segments are by window first (time:
+the export's unit of rewrite), then org, then key-hash range; a key-hash range is uniform whatever
+the key's format (uuid, text, integers), so splits work evenly.
 
 Columns the export rewrites on purpose are not compared: JSON (re-serialised canonically, secret
 keys redacted) and free text (`*_message`, credential-looking values redacted). Everything else
@@ -39,6 +45,7 @@ import io
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +55,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from pipeline_assets.lib.hq.datasets import SOURCE_SCHEMA, VERSION_COLUMN, DatasetSpec, window_query
+from pipeline_assets.lib.hq.datasets import (
+    SOURCE_SCHEMA,
+    VERSION_COLUMN,
+    DatasetSpec,
+    windows_query,
+)
 from pipeline_assets.lib.hq.lake_files import files_sql, register_filesystems
 from pipeline_assets.lib.hq.windows import window_bounds
 
@@ -59,6 +71,9 @@ PREFIX_STEP = 2  # hex digits per bisection level: 256 segments per split
 MAX_PREFIX = 32
 DEFAULT_LEAF_ROWS = 2048
 WORK_MEM = "64MB"
+# Windows classified by one source pass (and summarised by one DuckDB aggregate): bounds the
+# size of one query, a week of hour windows.
+WINDOWS_PER_PASS = 168
 
 
 def compared_columns(spec: DatasetSpec) -> list[str]:
@@ -106,19 +121,20 @@ def _pg_encoded(spec: DatasetSpec) -> tuple[sql.Composable, sql.Composable]:
 
 
 def _pg_hashed(
-    spec: DatasetSpec, key: str, schema: str, *, all_rows: bool = False
+    spec: DatasetSpec, windows: Sequence[str], schema: str, *, all_rows: bool = False
 ) -> sql.Composable:
-    """The expected rows of one window: org_id, key_text, key_md5, row_md5. With `all_rows`, every
-    classified row with `exported` (whether the export keeps it) instead of the kept rows only."""
-    start, end = window_bounds(key)
+    """The expected rows of the windows (ascending keys), classified in one scan of the source:
+    w (the window key), org_id, key_text, key_md5, row_md5. With `all_rows`, every classified row
+    with `exported` (whether the export keeps it) instead of the kept rows only."""
     key_text, row_text = _pg_encoded(spec)
     return sql.SQL(
-        "SELECT q.org_id, {k} AS key_text, md5({k}) AS key_md5, md5({r}) AS row_md5{exported} "
-        "FROM ({wq}) q{where}"
+        "SELECT ({keys}::text[])[q._window] AS w, q.org_id, {k} AS key_text, md5({k}) AS key_md5, "
+        "md5({r}) AS row_md5{exported} FROM ({wq}) q{where}"
     ).format(
+        keys=sql.Literal(list(windows)),
         k=key_text,
         r=row_text,
-        wq=window_query(spec, start, end, schema=schema),
+        wq=windows_query(spec, [window_bounds(w) for w in windows], schema=schema),
         exported=sql.SQL(", q._reason IS NULL AS exported" if all_rows else ""),
         where=sql.SQL("" if all_rows else " WHERE q._reason IS NULL"),
     )
@@ -135,24 +151,6 @@ def _pg_hash_values(column: str, server_version: int) -> tuple[str, str]:
     return (
         f"('x' || substr({column}, 1, 15))::bit(60)::bigint",
         f"('x' || substr({column}, 16, 15))::bit(60)::bigint",
-    )
-
-
-def _pg_within(segments: Sequence[Segment], alias: str) -> sql.Composable:
-    """Rows of the given segments (one prefix length). The `= ANY` test comes first and names
-    the key hash once: Postgres inlines the subquery's `md5(key)` into every reference, so the
-    exact (org, prefix) tests only run, and hash again, on the rows that passed it."""
-    n = len(segments[0][1])
-    prefix = sql.SQL("left({a}.key_md5, {n})").format(a=sql.Identifier(alias), n=sql.Literal(n))
-    org = sql.SQL("{a}.org_id").format(a=sql.Identifier(alias))
-    exact = sql.SQL(" OR ").join(
-        sql.SQL("({org} IS NOT DISTINCT FROM {o} AND {p} = {v})").format(
-            org=org, o=sql.Literal(o), p=prefix, v=sql.Literal(v)
-        )
-        for o, v in segments
-    )
-    return sql.SQL("{p} = ANY({vs}) AND ({exact})").format(
-        p=prefix, vs=sql.Literal(sorted({v for _, v in segments})), exact=exact
     )
 
 
@@ -198,143 +196,160 @@ def _duck_hash_values(column: str) -> tuple[str, str]:
 
 # --- segments -----------------------------------------------------------------------------------
 
-Segment = tuple[str | None, str]  # (org_id, key-hash prefix) within one window
+Segment = tuple[str, str | None, str]  # (window, org_id, key-hash prefix)
 Summary = tuple[int, int, int]  # (rows, sum of the first hash halves, sum of the second halves)
 Rows = dict[Segment, list[tuple[str, str]]]  # segment -> [(key_text, row_md5)]
 
 
+def _windows_of(segments: Iterable[Segment]) -> list[str]:
+    return sorted({w for w, _, _ in segments})
+
+
+def _sized(summaries: dict[Segment, Summary], segment: Segment) -> int:
+    return summaries.get(segment, (0, 0, 0))[0]
+
+
 @dataclass
 class SourcePass:
-    """What one source query returns for a window: per-org totals, the summaries of the segments
-    that differ from the export's, and (deeper levels only; None on the first pass) the rows of
-    the differing segments small enough to fetch."""
+    """What one deeper source pass returns: the summaries of the segments that differ from the
+    export's (None where the source has no rows), and the rows of the segments it was asked to
+    fetch and of the differing segments small enough."""
 
-    org_totals: dict[str | None, Summary]
-    differing: dict[Segment, Summary | None]
-    rows: Rows | None
+    differing: dict[Segment, Summary | None] = field(default_factory=dict)
+    rows: Rows = field(default_factory=dict)
+
+
+def _summary_arrays(summaries: dict[Segment, Summary]) -> dict[str, sql.Composable]:
+    """The export's summaries as SQL array literals (they travel with the query)."""
+    columns: list[list[Any]] = [[], [], [], [], [], []]
+    for (window, org, prefix), (n, t1, t2) in summaries.items():
+        for column, value in zip(columns, (window, org, prefix, str(n), str(t1), str(t2))):
+            column.append(value)
+    return {
+        name: sql.Literal(values)
+        for name, values in zip(("ew", "eo", "ep", "en", "e1", "e2"), columns, strict=True)
+    }
+
+
+# The export's summaries beside the source's (`s`), and the segments where they differ (`bad`).
+_COMPARE = (
+    "e AS (SELECT * FROM unnest({ew}::text[], {eo}::text[], {ep}::text[], {en}::bigint[], "
+    "{e1}::numeric[], {e2}::numeric[]) AS e(w, org_id, seg, n, t1, t2)), "
+    "bad AS (SELECT coalesce(s.w, e.w) AS w, coalesce(s.org_id, e.org_id) AS org_id, "
+    "coalesce(s.seg, e.seg) AS seg, s.n AS sn, s.t1 AS st1, s.t2 AS st2, e.n AS en "
+    "FROM s FULL JOIN e ON s.w = e.w AND s.org_id IS NOT DISTINCT FROM e.org_id AND s.seg = e.seg "
+    "WHERE s.n IS DISTINCT FROM e.n OR s.t1 IS DISTINCT FROM e.t1 OR s.t2 IS DISTINCT FROM e.t2)"
+)
+# Output rows of every source query: (kind, window, org, segment, n, t1, t2, key_text, row_md5).
+_BAD_SEGMENTS = "SELECT 'seg', w, org_id, seg, sn, st1::text, st2::text, NULL, NULL FROM bad"
 
 
 class SourceSide:
-    """Postgres: the rows the export of a window should hold, hashed and compared in the database.
+    """Postgres: the rows the export of the windows should hold, hashed and compared in the
+    database.
 
-    The export side's segment summaries travel to Postgres with the query, so that one pass over
-    the window's (classified) rows returns only what differs. The window query is the dominant
-    cost, so each pass classifies the window once: the first pass aggregates every row as it
-    streams and keeps none (a clean window costs that one pass); a window that differs gets one
-    more pass per level, restricted to the differing segments (and keeping only their rows).
+    Classifying the rows (the export's own window query) is the dominant cost, so every pass
+    classifies all its windows in one scan of the source (`windows_query`). The first pass
+    aggregates every row of every window as it streams, keeps none and returns the summaries
+    (a few per org and window); each deeper pass covers only the windows that differ, keeps only
+    the rows of the differing segments, takes the export's finer summaries with the query and
+    returns only what differs, and the rows asked for.
     The session may be read-only (a replica): nothing is written.
     """
 
     def __init__(self, conn: psycopg.Connection, spec: DatasetSpec, schema: str = SOURCE_SCHEMA):
         self.conn, self.spec, self.schema = conn, spec, schema
-        # Room for the window's sort in memory rather than spilled to disk.
+        # Room for the classification's sort and the grouping in memory rather than on disk.
         conn.execute(sql.SQL("SET work_mem = {}").format(sql.Literal(WORK_MEM)))
 
-    def compare(
-        self,
-        window: str,
-        prefix_len: int,
-        export: dict[Segment, Summary],
-        within: Sequence[Segment] | None,
-        leaf_rows: int,
-    ) -> SourcePass:
-        """Summarise the window (or the `within` segments of it) by org and key-hash prefix,
-        compare with `export` and return what differs; with `within`, also the rows of the
-        differing segments of at most `leaf_rows` rows."""
-        orgs, prefixes, counts, sums1, sums2 = [], [], [], [], []
-        for (org, prefix), (n, t1, t2) in export.items():
-            orgs.append(org)
-            prefixes.append(prefix)
-            counts.append(str(n))
-            sums1.append(str(t1))
-            sums2.append(str(t2))
-        h1, h2 = _pg_hash_values("x.row_md5", self.conn.info.server_version)
-        if within is None:
-            # Every row, aggregated as it streams; OFFSET 0 keeps the subquery from being inlined
-            # so that each row's md5 is computed once, not once per reference. The rows the export
-            # leaves out are skipped by FILTER rather than WHERE: Postgres cannot estimate the
-            # classification's filter (it guesses ~0.5% of the rows) and would then sort the whole
-            # window for the grouping instead of hashing it.
-            exported = sql.SQL(" FILTER (WHERE x.exported)")
-            summary = sql.SQL(
-                "s AS (SELECT x.org_id, left(x.key_md5, {n}) AS seg, count(*){f} AS n, "
-                "sum({h1}){f} AS t1, sum({h2}){f} AS t2 FROM ({hashed} OFFSET 0) x "
-                "GROUP BY 1, 2 HAVING count(*){f} > 0), "
-            ).format(
-                n=sql.Literal(prefix_len),
-                f=exported,
-                h1=sql.SQL(h1),
-                h2=sql.SQL(h2),
-                hashed=_pg_hashed(self.spec, window, self.schema, all_rows=True),
-            )
-        else:
-            # Only the rows of the segments being split, kept for the leaf rows below.
-            summary = sql.SQL(
-                "h AS MATERIALIZED (SELECT x.org_id, x.key_text, left(x.key_md5, {n}) AS seg, "
-                "x.row_md5, {h1} AS h1, {h2} AS h2 FROM ({hashed}) x WHERE {within}), "
-                "s AS (SELECT org_id, seg, count(*) AS n, sum(h1) AS t1, sum(h2) AS t2 FROM h "
-                "GROUP BY 1, 2), "
-            ).format(
-                n=sql.Literal(prefix_len),
-                h1=sql.SQL(h1),
-                h2=sql.SQL(h2),
-                hashed=_pg_hashed(self.spec, window, self.schema),
-                within=_pg_within(within, "x"),
-            )
-        query = sql.SQL(
-            "WITH {summary}"
-            "e AS (SELECT * FROM unnest({eo}::text[], {ep}::text[], {en}::bigint[], "
-            "{e1}::numeric[], {e2}::numeric[]) AS e(org_id, seg, n, t1, t2)), "
-            "bad AS (SELECT coalesce(s.org_id, e.org_id) AS org_id, coalesce(s.seg, e.seg) AS seg, "
-            "s.n AS sn, s.t1 AS st1, s.t2 AS st2, e.n AS en FROM s FULL JOIN e "
-            "ON s.org_id IS NOT DISTINCT FROM e.org_id AND s.seg = e.seg "
-            "WHERE s.n IS DISTINCT FROM e.n OR s.t1 IS DISTINCT FROM e.t1 "
-            "OR s.t2 IS DISTINCT FROM e.t2) "
-            "SELECT 'org', org_id, NULL, sum(n)::bigint, sum(t1)::text, sum(t2)::text, NULL, NULL "
-            "FROM s GROUP BY 2 "
-            "UNION ALL SELECT 'seg', org_id, seg, sn, st1::text, st2::text, NULL, NULL FROM bad"
-            "{leaf_rows}"
-        ).format(
-            summary=summary,
-            eo=sql.Literal(orgs),
-            ep=sql.Literal(prefixes),
-            en=sql.Literal(counts),
-            e1=sql.Literal(sums1),
-            e2=sql.Literal(sums2),
-            leaf_rows=sql.SQL("")
-            if within is None
-            else sql.SQL(
-                " UNION ALL SELECT 'row', h.org_id, h.seg, NULL, NULL, NULL, h.key_text, h.row_md5 "
-                "FROM h JOIN bad ON h.org_id IS NOT DISTINCT FROM bad.org_id AND h.seg = bad.seg "
-                "WHERE greatest(coalesce(bad.sn, 0), coalesce(bad.en, 0)) <= {leaf}"
-            ).format(leaf=sql.Literal(leaf_rows)),
-        )
-        result = SourcePass({}, {}, None if within is None else {})
-        for kind, org, seg, n, t1, t2, key_text, row_md5 in self.conn.execute(query):
-            if kind == "org":
-                result.org_totals[org] = (int(n), int(t1), int(t2))
-            elif kind == "seg":
-                result.differing[(org, seg)] = None if n is None else (int(n), int(t1), int(t2))
-            elif result.rows is not None:
-                result.rows.setdefault((org, seg), []).append((key_text, row_md5))
+    def _run(self, query: sql.Composable) -> SourcePass:
+        result = SourcePass()
+        for kind, window, org, seg, n, t1, t2, key_text, row_md5 in self.conn.execute(query):
+            if kind == "seg":
+                result.differing[(window, org, seg)] = (
+                    None if n is None else (int(n), int(t1), int(t2))
+                )
+            else:
+                result.rows.setdefault((window, org, seg), []).append((key_text, row_md5))
         return result
 
-    def rows(self, window: str, segments: Sequence[Segment]) -> Rows:
-        """The (key_text, row_md5) of every row of the given segments (one prefix length)."""
-        if not segments:
-            return {}
+    def summarise_all(self, windows: Sequence[str], prefix_len: int) -> dict[Segment, Summary]:
+        """Every window's expected rows summarised by org and key-hash prefix, in one pass that
+        keeps no rows (segments without rows are left out)."""
+        h1, h2 = _pg_hash_values("x.row_md5", self.conn.info.server_version)
+        # OFFSET 0 keeps the subquery from being inlined, so each row's md5 is computed once,
+        # not once per reference. The rows the export leaves out are skipped by FILTER rather
+        # than WHERE: Postgres cannot estimate the classification's filter (it guesses ~0.5% of
+        # the rows) and would then sort all the rows for the grouping instead of hashing it.
+        exported = sql.SQL(" FILTER (WHERE x.exported)")
         query = sql.SQL(
-            "SELECT x.org_id, left(x.key_md5, {n}), x.key_text, x.row_md5 FROM ({hashed}) x "
-            "WHERE {within}"
+            "SELECT x.w, x.org_id, left(x.key_md5, {n}), count(*){f}, sum({h1}){f}, "
+            "sum({h2}){f} FROM ({hashed} OFFSET 0) x GROUP BY 1, 2, 3 HAVING count(*){f} > 0"
         ).format(
-            n=sql.Literal(len(segments[0][1])),
-            hashed=_pg_hashed(self.spec, window, self.schema),
-            within=_pg_within(segments, "x"),
+            n=sql.Literal(prefix_len),
+            f=exported,
+            h1=sql.SQL(h1),
+            h2=sql.SQL(h2),
+            hashed=_pg_hashed(self.spec, windows, self.schema, all_rows=True),
         )
-        out: Rows = {}
-        for org, seg, key_text, row_md5 in self.conn.execute(query):
-            out.setdefault((org, seg), []).append((key_text, row_md5))
-        return out
+        return {
+            (w, o, p): (int(n), int(t1), int(t2)) for w, o, p, n, t1, t2 in self.conn.execute(query)
+        }
+
+    def descend(
+        self,
+        fetch: Sequence[Segment],
+        split: Sequence[Segment],
+        export: dict[Segment, Summary],
+        leaf_rows: int,
+    ) -> SourcePass:
+        """One pass over the windows of `fetch` and `split` (segments of one prefix length):
+        the rows of the `fetch` segments; the `split` segments summarised by the next key-hash
+        prefix and compared with `export` (the export's summaries at that prefix), with the rows
+        of the differing ones of at most `leaf_rows` rows."""
+        segments = [*fetch, *split]
+        if not segments:
+            return SourcePass()
+        n = len(segments[0][2])
+        h1, h2 = _pg_hash_values("x.row_md5", self.conn.info.server_version)
+        wanted = [*((w, o, p, True) for w, o, p in fetch), *((w, o, p, False) for w, o, p in split)]
+        # The `= ANY` test names only the key hash, so Postgres applies it at the table scan
+        # where the classification ranks rows by the key's columns (it inlines md5(key) there);
+        # the join then keeps the exact (window, org, prefix) segments.
+        query = sql.SQL(
+            "WITH d AS (SELECT * FROM unnest({dw}::text[], {do}::text[], {dp}::text[], "
+            "{dl}::boolean[]) AS d(w, org_id, seg, is_leaf)), "
+            "h AS MATERIALIZED (SELECT x.w, x.org_id, x.key_text, d.seg, "
+            "left(x.key_md5, {n2}) AS sub, x.row_md5, d.is_leaf, {h1} AS h1, {h2} AS h2 "
+            "FROM ({hashed}) x JOIN d ON x.w = d.w "
+            "AND coalesce(x.org_id, {null}) = coalesce(d.org_id, {null}) "
+            "AND left(x.key_md5, {n}) = d.seg WHERE left(x.key_md5, {n}) = ANY({prefixes})), "
+            "s AS (SELECT w, org_id, sub AS seg, count(*) AS n, sum(h1) AS t1, sum(h2) AS t2 "
+            "FROM h WHERE NOT h.is_leaf GROUP BY 1, 2, 3), "
+            + _COMPARE
+            + " SELECT 'row', w, org_id, seg, NULL, NULL, NULL, key_text, row_md5 FROM h "
+            "WHERE h.is_leaf UNION ALL "
+            + _BAD_SEGMENTS
+            + " UNION ALL SELECT 'row', h.w, h.org_id, h.sub, NULL, NULL, NULL, h.key_text, "
+            "h.row_md5 FROM h JOIN bad ON h.w = bad.w AND h.org_id IS NOT DISTINCT FROM bad.org_id "
+            "AND h.sub = bad.seg WHERE NOT h.is_leaf "
+            "AND greatest(coalesce(bad.sn, 0), coalesce(bad.en, 0)) <= {leaf}"
+        ).format(
+            dw=sql.Literal([w for w, _, _, _ in wanted]),
+            do=sql.Literal([o for _, o, _, _ in wanted]),
+            dp=sql.Literal([p for _, _, p, _ in wanted]),
+            dl=sql.Literal([f for _, _, _, f in wanted]),
+            n=sql.Literal(n),
+            n2=sql.Literal(n + PREFIX_STEP),
+            h1=sql.SQL(h1),
+            h2=sql.SQL(h2),
+            null=sql.Literal(NULL_TEXT),
+            hashed=_pg_hashed(self.spec, _windows_of(segments), self.schema),
+            prefixes=sql.Literal(sorted({p for _, _, p in segments})),
+            leaf=sql.Literal(leaf_rows),
+            **_summary_arrays(export),
+        )
+        return self._run(query)
 
 
 def source_side(
@@ -344,86 +359,127 @@ def source_side(
 
 
 class ExportSide:
-    """DuckDB over the Parquet files of each window: the rows the export holds, hashed.
+    """DuckDB over the Parquet files of the windows: the rows the export holds, hashed.
 
-    A window's first summary is aggregated straight from its files, keeping no rows. When the
-    window differs, `focus` keeps the hashed rows of its differing segments (a small share of
-    it) in a DuckDB temporary table, from which the deeper levels and the leaf rows are read.
+    The first summary of all the windows is one aggregate straight from their files, keeping no
+    rows. Then `focus` keeps the hashed rows of the differing segments (a small share of them)
+    in a DuckDB temporary table, from which the deeper levels and the leaf rows are read.
     """
 
     def __init__(self, spec: DatasetSpec, files_of: Callable[[str], list[str]]):
         self.spec, self.files_of = spec, files_of
         self.con = duckdb.connect()
-        self.focused: str | None = None
 
-    def _hashed(self, files: Sequence[str]) -> str:
-        register_filesystems(self.con, files)
+    def _raw(self, windows: Sequence[str]) -> str | None:
+        """The windows' Parquet rows with `w` (the window), `key_text` and `key_md5`; None when
+        no window has files."""
+        key_text, _ = _duck_encoded(self.spec)
+        parts = []
+        for window in windows:
+            files = self.files_of(window)
+            if not files:
+                continue
+            register_filesystems(self.con, files)
+            label = window.replace("'", "''")
+            parts.append(
+                f"SELECT '{label}' AS w, *, {key_text} AS key_text, md5({key_text}) AS key_md5 "
+                f"FROM read_parquet({files_sql(files)}, hive_partitioning = false)"
+            )
+        # By name: files written under different versions of the contract need not line up.
+        return " UNION ALL BY NAME ".join(parts) if parts else None
+
+    def _hash_columns(self, alias: str) -> str:
+        _, row_text = _duck_encoded(self.spec)
         h1, h2 = _duck_hash_values("row_md5")
         return (
-            f"SELECT org_id, key_text, key_md5, row_md5, {h1} AS h1, {h2} AS h2 "
-            f"FROM ({_duck_hashed(self.spec, files)})"
+            f"SELECT w, org_id, key_text, key_md5, row_md5, {h1} AS h1, {h2} AS h2 FROM "
+            f"(SELECT {alias}.w, {alias}.org_id, {alias}.key_text, {alias}.key_md5, "
+            f"md5({row_text}) AS row_md5 FROM "
         )
 
-    @staticmethod
-    def _where(within: Sequence[Segment] | None) -> tuple[str, list[Any]]:
-        if within is None:
-            return "", []
-        conds, params = [], []
-        for org, prefix in within:
-            conds.append(f"(org_id IS NOT DISTINCT FROM ? AND left(key_md5, {len(prefix)}) = ?)")
-            params += [org, prefix]
-        return " WHERE " + " OR ".join(conds), params
+    def summarise_all(self, windows: Sequence[str], prefix_len: int) -> dict[Segment, Summary]:
+        """Every window's rows summarised by org and key-hash prefix, in one aggregate."""
+        out: dict[Segment, Summary] = {}
+        for batch in _batches(windows):
+            raw = self._raw(batch)
+            if raw is None:
+                continue
+            result = self.con.execute(
+                f"SELECT w, org_id, left(key_md5, {prefix_len}), count(*), sum(h1), sum(h2) "
+                f"FROM ({self._hash_columns('r')}({raw}) r)) GROUP BY 1, 2, 3"
+            ).fetchall()
+            out.update({(w, o, p): (int(n), int(t1), int(t2)) for w, o, p, n, t1, t2 in result})
+        return out
 
-    def focus(self, window: str, segments: Sequence[Segment]) -> None:
-        """Keep the hashed rows of these segments of the window (every later `within` and leaf
-        lies inside them); the filter reaches the scan, so other rows' full hash is not taken."""
-        where, params = self._where(segments)
-        files = self.files_of(window)
-        if files:
+    def _register(self, name: str, segments: Sequence[Segment]) -> None:
+        self.con.register(
+            name,
+            pa.table(
+                {
+                    # Names unlike the files' columns, which the row encoding names bare.
+                    "seg_window": pa.array([w for w, _, _ in segments], pa.string()),
+                    "seg_org": pa.array([o for _, o, _ in segments], pa.string()),
+                    "seg_prefix": pa.array([p for _, _, p in segments], pa.string()),
+                }
+            ),
+        )
+
+    def focus(self, segments: Sequence[Segment]) -> None:
+        """Keep the hashed rows of these segments (one prefix length; every later level and leaf
+        lies inside them); the full row hash is taken only of the rows that fall in them."""
+        n = len(segments[0][2])
+        raw = self._raw(_windows_of(segments))
+        self._register("focus_segments", segments)
+        if raw is None:
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE hashed AS SELECT * FROM ({self._hashed(files)}){where}",
-                params,
+                "CREATE OR REPLACE TEMP TABLE hashed (w VARCHAR, org_id VARCHAR, key_text VARCHAR, "
+                "key_md5 VARCHAR, row_md5 VARCHAR, h1 BIGINT, h2 BIGINT)"
             )
-        else:
-            self.con.execute("DROP TABLE IF EXISTS hashed")
-        self.focused = window if files else None
+            return
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE hashed AS {self._hash_columns('r')}({raw}) r "
+            "JOIN focus_segments d ON r.w = d.seg_window AND r.org_id IS NOT DISTINCT FROM d.seg_org "
+            f"AND left(r.key_md5, {n}) = d.seg_prefix)"
+        )
 
-    def _source(self, window: str, within: Sequence[Segment] | None) -> str | None:
-        if within is not None and self.focused == window:
-            return "hashed"
-        files = self.files_of(window)
-        return f"({self._hashed(files)})" if files else None
-
-    def summarise(
-        self, window: str, prefix_len: int, within: Sequence[Segment] | None
-    ) -> dict[Segment, Summary]:
-        source = self._source(window, within)
-        if source is None:
+    def summarise(self, prefix_len: int, within: Sequence[Segment]) -> dict[Segment, Summary]:
+        """The focused rows of `within` summarised by the key-hash prefix of `prefix_len`."""
+        if not within:
             return {}
-        where, params = self._where(within)
+        self._register("within_segments", within)
+        n = len(within[0][2])
         result = self.con.execute(
-            f"SELECT org_id, left(key_md5, {prefix_len}), count(*), sum(h1), sum(h2) "
-            f"FROM {source}{where} GROUP BY 1, 2",
-            params,
+            f"SELECT h.w, h.org_id, left(h.key_md5, {prefix_len}), count(*), sum(h.h1), "
+            "sum(h.h2) FROM hashed h JOIN within_segments d ON h.w = d.seg_window "
+            f"AND h.org_id IS NOT DISTINCT FROM d.seg_org AND left(h.key_md5, {n}) = d.seg_prefix "
+            "GROUP BY 1, 2, 3"
         ).fetchall()
-        return {(org, p): (int(n), int(t1), int(t2)) for org, p, n, t1, t2 in result}
+        return {(w, o, p): (int(c), int(t1), int(t2)) for w, o, p, c, t1, t2 in result}
 
-    def rows(self, window: str, segments: Sequence[Segment]) -> Rows:
-        source = self._source(window, segments) if segments else None
-        if source is None:
+    def rows(self, segments: Sequence[Segment]) -> Rows:
+        """The focused rows of the segments (one prefix length)."""
+        if not segments:
             return {}
-        where, params = self._where(segments)
-        n = len(segments[0][1])
+        self._register("row_segments", segments)
+        n = len(segments[0][2])
         out: Rows = {}
-        for org, seg, key_text, row_md5 in self.con.execute(
-            f"SELECT org_id, left(key_md5, {n}), key_text, row_md5 FROM {source}{where}", params
+        for w, org, seg, key_text, row_md5 in self.con.execute(
+            f"SELECT h.w, h.org_id, left(h.key_md5, {n}), h.key_text, h.row_md5 FROM hashed h "
+            "JOIN row_segments d ON h.w = d.seg_window AND h.org_id IS NOT DISTINCT FROM d.seg_org "
+            f"AND left(h.key_md5, {n}) = d.seg_prefix"
         ).fetchall():
-            out.setdefault((org, seg), []).append((key_text, row_md5))
+            out.setdefault((w, org, seg), []).append((key_text, row_md5))
         return out
 
 
 def export_side(spec: DatasetSpec, files_of: Callable[[str], list[str]]) -> ExportSide:
     return ExportSide(spec, files_of)
+
+
+def _batches(windows: Sequence[str]) -> list[list[str]]:
+    """The windows (ascending, distinct) in batches of at most WINDOWS_PER_PASS."""
+    ordered = sorted(set(windows))
+    return [ordered[i : i + WINDOWS_PER_PASS] for i in range(0, len(ordered), WINDOWS_PER_PASS)]
 
 
 # --- the diff -----------------------------------------------------------------------------------
@@ -560,48 +616,69 @@ def hashdiff(
         diff.segments_compared += n
         diff.segments_by_level[level] = diff.segments_by_level.get(level, 0) + n
 
-    for window in windows:
+    mismatched: set[str] = set()
+    for batch in _batches(windows):
         prefix_len = PREFIX_STEP
-        exp = export.summarise(window, prefix_len, None)
-        first = source.compare(window, prefix_len, exp, None, leaf_rows)
-        exp_orgs: dict[str | None, list[int]] = {}
-        for (org, _), summary in exp.items():
-            acc = exp_orgs.setdefault(org, [0, 0, 0])
-            for i, value in enumerate(summary):
-                acc[i] += value
-        src_orgs = {org: list(v) for org, v in first.org_totals.items()}
-        diff.source_rows[window] = {o: v[0] for o, v in src_orgs.items()}
-        diff.export_rows[window] = {o: v[0] for o, v in exp_orgs.items()}
-        diff.source_summaries[window] = {str(o): v for o, v in src_orgs.items()}
-        diff.export_summaries[window] = {str(o): v for o, v in exp_orgs.items()}
-        # Level 0: (window, org); level 1: the first key-hash byte within each org.
-        count("window_org", len(set(src_orgs) | set(exp_orgs)))
-        count(f"key_prefix_{prefix_len}", len(set(exp) | set(first.differing)))
-        if not first.differing:
-            continue
-        diff.mismatched_windows.append(window)
-        export.focus(window, list(first.differing))
-        step = first
-        exp_level = exp
-        while step.differing:
+        # Level 0: (window, org); level 1: the first key-hash byte within each org. One pass on
+        # each side covers every window of the batch.
+        # The two engines summarise at the same time (DuckDB in a thread); only the summaries
+        # travel, and they are compared here.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            exp_future = pool.submit(export.summarise_all, batch, prefix_len)
+            src = source.summarise_all(batch, prefix_len)
+            exp = exp_future.result()
+        first: dict[Segment, Summary | None] = {
+            seg: src.get(seg) for seg in set(src) | set(exp) if src.get(seg) != exp.get(seg)
+        }
+        totals: dict[str, tuple[dict[str | None, list[int]], dict[str | None, list[int]]]] = {
+            window: ({}, {}) for window in batch
+        }
+        for side, summaries in ((0, src), (1, exp)):
+            for (window, org, _), summary in summaries.items():
+                acc = totals[window][side].setdefault(org, [0, 0, 0])
+                for i, value in enumerate(summary):
+                    acc[i] += value
+        for window, (src_orgs, exp_orgs) in totals.items():
+            diff.source_rows[window] = {o: v[0] for o, v in src_orgs.items()}
+            diff.export_rows[window] = {o: v[0] for o, v in exp_orgs.items()}
+            diff.source_summaries[window] = {str(o): v for o, v in src_orgs.items()}
+            diff.export_summaries[window] = {str(o): v for o, v in exp_orgs.items()}
+            count("window_org", len(set(src_orgs) | set(exp_orgs)))
+        count(f"key_prefix_{prefix_len}", len(set(exp) | set(src)))
+        mismatched.update(w for w, _, _ in first)
+
+        differing, exp_level = first, exp
+        known: Rows = {}  # source rows already fetched, by segment
+        if differing:
+            export.focus(list(differing))
+        while differing:
             if reported >= max_keys:
                 diff.keys_truncated = True
                 break
             leaves, deeper = [], []
-            for seg, src_summary in step.differing.items():
-                size = max((src_summary or (0,))[0], exp_level.get(seg, (0,))[0])
-                (leaves if size <= leaf_rows or len(seg[1]) >= MAX_PREFIX else deeper).append(seg)
-            # The first pass keeps no rows: the leaves' source rows cost one more pass.
-            src_rows = step.rows if step.rows is not None else source.rows(window, leaves)
-            exp_rows = export.rows(window, leaves)
+            for seg, src_summary in differing.items():
+                size = max((src_summary or (0,))[0], _sized(exp_level, seg))
+                (leaves if size <= leaf_rows or len(seg[2]) >= MAX_PREFIX else deeper).append(seg)
+            # One source pass per level fetches the leaves' rows (the first pass keeps none) and
+            # splits the larger segments, returning the rows of their small differing parts.
+            exp_next = export.summarise(prefix_len + PREFIX_STEP, deeper)
+            fetch = [seg for seg in leaves if seg not in known]
+            step = source.descend(fetch, deeper, exp_next, leaf_rows)
+            exp_rows = export.rows(leaves)
             for seg in leaves:
-                record(window, src_rows.get(seg, []), exp_rows.get(seg, []))
+                rows = known[seg] if seg in known else step.rows.get(seg, [])
+                record(seg[0], rows, exp_rows.get(seg, []))
             if not deeper:
                 break
             prefix_len += PREFIX_STEP
-            exp_level = export.summarise(window, prefix_len, deeper)
-            step = source.compare(window, prefix_len, exp_level, deeper, leaf_rows)
-            count(f"key_prefix_{prefix_len}", len(set(exp_level) | set(step.differing)))
+            count(f"key_prefix_{prefix_len}", len(set(exp_next) | set(step.differing)))
+            differing, exp_level = step.differing, exp_next
+            known = {
+                seg: step.rows.get(seg, [])
+                for seg, src_summary in differing.items()
+                if max((src_summary or (0,))[0], _sized(exp_level, seg)) <= leaf_rows
+            }
+    diff.mismatched_windows = [w for w in windows if w in mismatched]
     for name in ("missing_in_export", "extra_in_export", "different"):
         getattr(diff, name).sort(key=lambda k: tuple(str(v) for v in k.values()))
     diff.seconds = time.perf_counter() - started
@@ -615,16 +692,20 @@ def full_key_diff(
     files_of: Callable[[str], list[str]],
     *,
     schema: str = SOURCE_SCHEMA,
+    one_scan: bool = True,
 ) -> dict[str, int]:
     """The baseline: every (key, row hash) of both sides fetched and compared in DuckDB, no
-    segments. Returns the counts of missing, extra and different keys."""
+    segments. Returns the counts of missing, extra and different keys. With `one_scan` (as the
+    bisection does) the source classifies all the windows in one scan and streams them out with
+    one COPY; without, one query and COPY per window."""
     con = duckdb.connect()
     con.execute("CREATE TABLE src (key_text VARCHAR, row_md5 VARCHAR)")
     con.execute("CREATE TABLE exp (key_text VARCHAR, row_md5 VARCHAR)")
-    for window in windows:
+    passes = _batches(windows) if one_scan else [[w] for w in sorted(set(windows))]
+    for batch in passes:
         query = sql.SQL(
             "COPY (SELECT h.key_text, h.row_md5 FROM ({hashed}) h) TO STDOUT WITH (FORMAT csv)"
-        ).format(hashed=_pg_hashed(spec, window, schema))
+        ).format(hashed=_pg_hashed(spec, batch, schema))
         buffer = io.BytesIO()
         with conn.cursor() as cursor, cursor.copy(query) as copy:
             for chunk in copy:
@@ -639,14 +720,15 @@ def full_key_diff(
                 ),
             )
             con.execute("INSERT INTO src SELECT * FROM fetched")
-        files = files_of(window)
-        if files:
-            register_filesystems(con, files)
-            key_text, row_text = _duck_encoded(spec)
-            con.execute(
-                f"INSERT INTO exp SELECT {key_text}, md5({row_text}) FROM "
-                f"read_parquet({files_sql(files)}, hive_partitioning = false)"
-            )
+        for window in batch:
+            files = files_of(window)
+            if files:
+                register_filesystems(con, files)
+                key_text, row_text = _duck_encoded(spec)
+                con.execute(
+                    f"INSERT INTO exp SELECT {key_text}, md5({row_text}) FROM "
+                    f"read_parquet({files_sql(files)}, hive_partitioning = false)"
+                )
     ((missing, extra, different),) = con.execute(
         "SELECT count(*) FILTER (WHERE e.key_text IS NULL), count(*) FILTER (WHERE s.key_text IS NULL), "
         "count(*) FILTER (WHERE s.key_text IS NOT NULL AND e.key_text IS NOT NULL AND s.row_md5 <> e.row_md5) "

@@ -20,20 +20,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 import psycopg
 from upath import UPath
 
 from pipeline_assets.lib.hq.datasets import COMPANIES, PERSONS, SOURCE_SCHEMA, DatasetSpec
 from pipeline_assets.lib.hq.lake_files import (
-    WINDOW_FOLDER,
-    asset_folder,
     connect,
     files_sql,
     window_files,
+    window_keys,
 )
-from pipeline_assets.lib.hq.windows import KEY_FORMAT, newest_time
+from pipeline_assets.lib.hq.windows import newest_time
 
 # Critical fields of the contract (spec, "Data Quality & Reconciliation"), as SQL predicates that
 # are true for a row missing them.
@@ -62,19 +60,8 @@ def _minutes(delta: dt.timedelta) -> float:
 
 
 def exported_window_keys(lake_root: str | UPath, asset: str) -> list[str]:
-    """Window keys that have a folder in the lake, oldest first."""
-    folder = asset_folder(lake_root, asset)
-    if not folder.exists():
-        return []
-    keys = []
-    for path in folder.glob(f"{WINDOW_FOLDER}=*"):
-        key = unquote(path.name.split("=", 1)[1])
-        try:
-            dt.datetime.strptime(key, KEY_FORMAT)
-        except ValueError:
-            continue
-        keys.append(key)
-    return sorted(keys)
+    """Window keys that are in the lake, oldest first."""
+    return window_keys(lake_root, asset)
 
 
 def newest_exported(lake_root: str | UPath, spec: DatasetSpec) -> dt.datetime | None:
