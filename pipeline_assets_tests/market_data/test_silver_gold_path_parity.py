@@ -148,20 +148,26 @@ def test_checks_passed_and_resets_are_in_the_metadata(single_run_range) -> None:
         result = (
             _defs(single_run_range)
             .resolve_job_def("market_features_job")
-            .execute_in_process(instance=instance, tags={RANGE_START: DAYS[0], RANGE_END: DAYS[-1]})
+            .execute_in_process(
+                instance=instance,
+                tags={RANGE_START: DAYS[0], RANGE_END: DAYS[-1]},
+                # Computed again (not kept as completed earlier), so every day has its figures.
+                run_config={"ops": {"silver_market_features": {"config": {"recompute": True}}}},
+            )
         )
     evaluations = result.get_asset_check_evaluations()
     assert evaluations and all(e.passed for e in evaluations), [
         (e.asset_key, e.check_name) for e in evaluations if not e.passed
     ]
-    (mat, *_) = [
-        m
+    metadata = {
+        m.partition: m.materialization.metadata
         for m in result.get_asset_materialization_events()
-        if m.asset_key == dg.AssetKey("silver_trade_features") and m.partition == DAYS[0]
-    ]
-    resets = mat.materialization.metadata["state_resets"].value
+        if m.asset_key == dg.AssetKey("silver_trade_features")
+    }
+    resets = metadata[DAYS[0]]["run_state_resets"].value
     assert sorted(resets) == DAYS and resets[DAYS[0]]["trades"] >= 4  # every stream starts once
-    assert mat.materialization.metadata["state_origin"].value[DAYS[1]] == "this_run"
+    assert metadata[DAYS[0]]["state_resets_total"].value == resets[DAYS[0]]["trades"]
+    assert metadata[DAYS[1]]["state_origin"].value == "this_run"
 
 
 def test_the_day_after_before_the_day_is_refused_with_the_day_to_run_first(tmp_path: Path) -> None:

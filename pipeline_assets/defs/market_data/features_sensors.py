@@ -7,6 +7,12 @@ earlier day with bronze but no silver yet) through the last day whose silver alr
 would otherwise keep features computed from the old state), stopping before the first day without
 bronze. The run is a single-run range, the same code as a backfill, so the watcher path writes the
 same bytes as any other.
+
+Days of the state chain must never be computed by two runs at once (each day starts from the
+state the previous one left), so while a run that computes the silver features is queued or in
+progress (a run of `market_features_job`, or any run selecting the silver assets, a UI backfill
+say), the sensor skips, naming that run, and keeps its cursor: the landed days are requested once
+that run has finished, from the silver it left.
 """
 
 import datetime as dt
@@ -16,10 +22,19 @@ import dagster as dg
 from pipeline_assets.defs.market_data import features_jobs
 from pipeline_assets.defs.market_data.bronze import BRONZE_CONNECTION_EVENTS
 from pipeline_assets.defs.market_data.features_checks import SILVER_ORDERBOOK_FEATURES
+from pipeline_assets.defs.market_data.silver import SILVER_ASSET_KEYS
 
 MARKET_FEATURES_WATCHER = "market_features_watcher"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Queued, launched and running: every status of a run that may still compute silver days.
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def features_range(
@@ -37,6 +52,21 @@ def features_range(
         last = day.isoformat()
         day += dt.timedelta(days=1)
     return first, last
+
+
+def features_run_in_progress(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    """The oldest unfinished run that computes silver features (of the features job, or any run
+    whose asset selection holds a silver asset), or None."""
+    # Newest first, as the instance lists them.
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED_RUN_STATUSES))
+    silver = set(SILVER_ASSET_KEYS)
+    computing = [
+        run
+        for run in runs
+        if run.job_name == features_jobs.market_features_job.name
+        or (run.asset_selection is not None and run.asset_selection & silver)
+    ]
+    return computing[-1] if computing else None
 
 
 def _materializations_after(instance: dg.DagsterInstance, asset: str, after: int | None) -> list:
@@ -59,6 +89,17 @@ def _materializations_after(instance: dg.DagsterInstance, asset: str, after: int
     ),
 )
 def market_features_watcher(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    running = features_run_in_progress(context.instance)
+    if running is not None:
+        # The cursor stays: what landed meanwhile is requested after that run, from its silver.
+        return dg.SensorResult(
+            skip_reason=(
+                f"run {running.run_id} ({running.job_name}, {running.status.value}) is computing "
+                "silver features; the state chain admits one run at a time, so the days that "
+                "landed are requested once it has finished"
+            ),
+            cursor=context.cursor,
+        )
     after = int(context.cursor) if context.cursor else None
     records = _materializations_after(context.instance, BRONZE_CONNECTION_EVENTS, after)
     if not records:
@@ -94,7 +135,11 @@ def market_features_watcher(context: dg.SensorEvaluationContext) -> dg.SensorRes
         run_requests=[
             dg.RunRequest(
                 run_key=f"features:{first}:{last}:{newest}",
-                tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+                tags={
+                    RANGE_START_TAG: first,
+                    RANGE_END_TAG: last,
+                    features_jobs.STATE_CHAIN_TAG: features_jobs.STATE_CHAIN_TAG_VALUE,
+                },
             )
         ],
         cursor=str(newest),

@@ -5,11 +5,16 @@ return, is already in silver), so days are independent: the asset reads each day
 one symbol at a time (`lib.market.feature_days.compute_bars_day`). A day whose bars were made
 from the same silver files, parameters and code version (their sidecars say so) is not computed
 again: its files are kept, and the reasons are in the metadata (`days_completed_earlier`, and
-`completed_earlier` on each kept day).
+`completed_earlier` on each kept day). Each computed day's bars are spilled to a temporary Arrow
+IPC file, so a range run holds no day's bars in memory; each day's materialization carries its
+own `rows_bars`.
 """
 
 import datetime as dt
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -76,6 +81,8 @@ class GoldBarsConfig(dg.Config):
     metadata={
         "lake/layer": "gold",
         "lake/split_by": "symbol",
+        # The rows come symbol by symbol: one symbol file is open at a time.
+        "lake/split_grouped": True,
         "dagster/column_schema": column_schema(arrow_schema(GoldBars1m)),
         "contract": f"{GoldBars1m.contract.name} {GoldBars1m.contract.version}",
     },
@@ -94,6 +101,23 @@ def gold_bars_1m(
     io_manager = context.resources.io_manager
     factory = io_manager.factory
     days = [dt.date.fromisoformat(key) for key in sorted(context.partition_keys)]
+    spill_dir = Path(tempfile.mkdtemp(prefix="gold-bars-"))
+    try:
+        yield from _gold_days(context, config, io_manager, factory, started, days, spill_dir)
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def _gold_days(
+    context: dg.AssetExecutionContext,
+    config: GoldBarsConfig,
+    io_manager: object,
+    factory: object,
+    started: dt.datetime,
+    days: list[dt.date],
+    spill_dir: Path,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The run's days: kept, or computed into spill files; then the output and the checks."""
     computed = {}
     completed: dict[dt.date, str] = {}
     for day in days:
@@ -115,10 +139,12 @@ def gold_bars_1m(
             context.log.info(f"day {day}: not computed again: {reason}")
             completed[day] = reason
             continue
-        computed[day] = compute_bars_day(day, *folders)
+        # Each day's bars go to a spill file: a range run holds no day's bars in memory.
+        computed[day] = compute_bars_day(day, *folders, spill_dir)
     outputs: dict[str, LakeOutput | CompletedPartition] = {
         day.isoformat(): CompletedPartition(reason) for day, reason in completed.items()
     }
+    rows_by_day = {day: bars.rows for day, bars in computed.items()}
     for day, bars in computed.items():
         parents = [factory.file_parent(f.path, sha256=f.sha256) for f in bars.parents]
         if not parents:
@@ -128,23 +154,26 @@ def gold_bars_1m(
                 for a in (SILVER_ORDERBOOK_FEATURES, SILVER_TRADE_FEATURES)
             ]
         outputs[day.isoformat()] = LakeOutput(
-            bars.table, parents=parents, params={"day": day.isoformat()}, schema=BARS_SCHEMA
+            bars.reader(), parents=parents, params={"day": day.isoformat()}, schema=BARS_SCHEMA
         )
-    kept_rows = sum(
-        read_sidecar(f.path).rows or 0
-        for day in completed
-        for f in partition_symbol_files(_gold_folder(io_manager, day)).values()
-    )
+    for day in completed:
+        rows_by_day[day] = sum(
+            read_sidecar(f.path).rows or 0
+            for f in partition_symbol_files(_gold_folder(io_manager, day)).values()
+        )
     metadata = run_metadata(
-        context,
-        started_utc=started,
-        row_counts={"bars": sum(b.table.num_rows for b in computed.values()) + kept_rows},
+        context, started_utc=started, row_counts={"bars": sum(rows_by_day.values())}
     )
     metadata["days_completed_earlier"] = dg.MetadataValue.json(
         {day.isoformat(): reason for day, reason in completed.items()}
     )
+    for day, rows in rows_by_day.items():
+        # The day's own count on its partition (the output metadata holds the run's total).
+        context.add_asset_metadata(
+            {"rows_bars": dg.MetadataValue.int(rows)}, partition_key=day.isoformat()
+        )
     yield dg.Output({key: outputs[key] for key in sorted(outputs)}, metadata=metadata)
-    tables = {day: (lambda b=b: b.table) for day, b in computed.items()}
+    tables = {day: (lambda b=b: b.table()) for day, b in computed.items()}
     # A kept day's checks run on its files as they are.
     tables |= {day: (lambda d=day: read_bars_day(_gold_folder(io_manager, d))) for day in completed}
     yield from feature_check_results(GOLD_BARS_1M, dict(sorted(tables.items())))
