@@ -18,10 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline_assets.defs.market_data.checks import count_source_rows
 from pipeline_assets.lib.gex.records import GexRecordError, parse_records
 from pipeline_assets.lib.hq.datasets import DATASETS
 from pipeline_assets.lib.hq.extract import read_window
 from pipeline_assets.lib.hq.source_tables import create_source_tables, demo_rows, insert_rows
+from pipeline_assets.lib.market.bronze import NO_EVENT_DATE, land_bronze_day
 from pipeline_assets.lib.market.bronze_stream import land_bronze_day_streaming
 from pipeline_assets.lib.market.staging_export import (
     export_options,
@@ -53,8 +55,8 @@ _bad_numbers = st.sampled_from(['"1.0"', "NaN", "-1", "null", "true", "[]", '"ab
 def collector_rows(draw: st.DrawFn) -> tuple[str, str, str, str, str, str]:
     """(exchange, symbol, channel, event_ts, ingestion_ts, payload), valid or breaking one rule.
 
-    Timestamps keep the day's text prefix, so that a row is in the day the readers select (a
-    timestamp of another shape is a known gap: see `test_out_of_shape_timestamps_are_not_dropped`).
+    Timestamps keep the day's text prefix, so that a row is in the day the readers select (other
+    shapes: `test_bronze_quarantines_every_out_of_shape_timestamp_on_exactly_one_day`).
     """
     channel = draw(st.sampled_from(sorted(GOOD_PAYLOAD)))
     row = ["Binance", "BTCUSDT", channel, GOOD_TS, GOOD_TS, GOOD_PAYLOAD[channel]]
@@ -180,12 +182,13 @@ def test_impossible_times_in_the_collector_spelling_are_rejected(scratch, ts, as
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "known gap: the staging export and bronze select rows by timestamp text range, so a row "
-        "whose timestamp is not 'YYYY-MM-DDT...' text (another format, an epoch number) is in "
-        "no window and is never read, rejected or quarantined"
+        "known gap in the staging export: it selects market_ticks by ingestion time as text, so a "
+        "row whose ingestion_ts_utc is not 'YYYY-MM-DDT...' text (another layout, an epoch "
+        "number) is in no window and is neither exported nor rejected (bronze quarantines it: "
+        "see test_bronze_quarantines_every_out_of_shape_timestamp_on_exactly_one_day)"
     ),
 )
-def test_out_of_shape_timestamps_are_not_dropped(scratch):
+def test_out_of_shape_timestamps_are_not_dropped_by_the_staging_export(scratch):
     rows = [
         ("Binance", "BTCUSDT", "ticker", GOOD_TS, GOOD_TS, GOOD_PAYLOAD["ticker"]),
         ("Binance", "BTCUSDT", "ticker", GOOD_TS, "19/02/2026 10:30", GOOD_PAYLOAD["ticker"]),
@@ -194,6 +197,115 @@ def test_out_of_shape_timestamps_are_not_dropped(scratch):
     path = _worker_file(scratch, rows)
     exported, rejected, _ = _export_accounting(scratch, path)
     assert sorted(exported + rejected) == [1, 2, 3]
+
+
+NEXT_DAY_TS = "2026-02-20T00:10:00.000000Z"
+# (event_ts_utc, ingestion_ts_utc, the day the row belongs to, whether it is quarantined for
+# its timestamp): an undated event time goes to its ingestion date; with no dated ingestion time
+# either, to the ingestion date of the nearest row stored before it (after it, for the first).
+OUT_OF_SHAPE = [
+    ("soon", 1771497000, DAY, True),  # no row before it: the next dated row's ingestion date
+    (GOOD_TS, GOOD_TS, DAY, False),
+    ("19/02/2026 10:30:00", GOOD_TS, DAY, True),
+    (1771497000, GOOD_TS, DAY, True),
+    (1771497000.25, GOOD_TS, DAY, True),
+    ("", GOOD_TS, DAY, True),
+    ("1771497000", NEXT_DAY_TS, DAY + dt.timedelta(days=1), True),
+    (GOOD_TS, "19/02/2026 10:30", DAY, True),  # dated event: its own day, rejected there
+    ("02/20/2026", "", DAY + dt.timedelta(days=1), True),  # the row before: ingested on the 20th
+    ("2026-02-20T09:00:00.000000Z", NEXT_DAY_TS, DAY + dt.timedelta(days=1), False),
+]
+
+
+@pytest.mark.parametrize("max_ingestion_lag_s", [None, 6 * 3600.0])
+def test_bronze_quarantines_every_out_of_shape_timestamp_on_exactly_one_day(
+    scratch, max_ingestion_lag_s
+):
+    """No date is guessed (19/02 or 02/19?): a row whose timestamp is not ISO-8601 is
+    quarantined with reason timestamp_not_iso8601, on one deterministic day, and the row-count
+    check's own SQL count agrees with where it went."""
+    rows = [
+        ("Binance", "BTCUSDT", "ticker", event, ingestion, GOOD_PAYLOAD["ticker"])
+        for event, ingestion, _, _ in OUT_OF_SHAPE
+    ]
+    path = _worker_file(scratch, rows)
+    days = [DAY + dt.timedelta(days=n) for n in (-1, 0, 1, 2)]
+    seen: dict[int, dt.date] = {}
+    for day in days:
+        with land_bronze_day_streaming(
+            [path], day, max_ingestion_lag_s=max_ingestion_lag_s
+        ) as store:
+            landed = store.reader("ticker").read_all()
+            quarantined = store.reader("quarantine").read_all()
+            reported = store.quarantined_with_reason("timestamp_not_iso8601")
+            undated = store.quarantined_with_reason(NO_EVENT_DATE)
+            (source,) = store.sources
+        for row_id in landed.column("source_id").to_pylist():
+            assert row_id not in seen, (row_id, seen[row_id], day)
+            seen[row_id] = day
+        for row in quarantined.to_pylist():
+            assert row["source_id"] not in seen, (row, seen[row["source_id"]], day)
+            seen[row["source_id"]] = day
+            assert row["reason"].startswith("timestamp_not_iso8601: "), row["reason"]
+        ids = sorted(quarantined.column("source_id").to_pylist())
+        assert reported == ({path.name: (len(ids), ids)} if ids else {})
+        # Row 8 has a dated event time (its ingestion time is the bad one).
+        without_date = sorted(set(ids) - {8})
+        assert undated == ({path.name: (len(without_date), without_date)} if without_date else {})
+        # The row-count check counts the day's source rows with its own SQL.
+        assert (
+            count_source_rows(path, "market_ticks", day, source.market_ticks_max_id)
+            == landed.num_rows + quarantined.num_rows
+        )
+    expected = {i + 1: day for i, (_, _, day, _) in enumerate(OUT_OF_SHAPE)}
+    assert seen == expected
+    # The in-memory reference agrees row by row.
+    for day in days:
+        reference = land_bronze_day([path], day).tables
+        assert sorted(reference["quarantine"].column("source_id").to_pylist()) == sorted(
+            i + 1 for i, (_, _, d, bad) in enumerate(OUT_OF_SHAPE) if d == day and bad
+        )
+
+
+def test_bronze_quarantines_connection_events_without_a_date_on_exactly_one_day(scratch):
+    """A connection event has no ingestion time: one whose event time has no date is
+    quarantined on the date of the dated event stored before it (after it, for the first)."""
+    path = _worker_file(scratch, [])
+    events = [
+        ("19/02/2026 09:00", DAY),  # no event before it: the next dated one's date
+        (GOOD_TS, DAY),
+        ("1771497000", DAY),
+        (NEXT_DAY_TS, DAY + dt.timedelta(days=1)),
+        ("", DAY + dt.timedelta(days=1)),
+    ]
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO connection_events (exchange, worker_id, event_type, event_ts_utc, details)"
+            " VALUES ('Binance', 'w1', 'disconnected', ?, NULL)",
+            [(ts,) for ts, _ in events],
+        )
+    conn.close()
+    seen: dict[int, dt.date] = {}
+    for day in (DAY - dt.timedelta(days=1), DAY, DAY + dt.timedelta(days=1)):
+        with land_bronze_day_streaming([path], day) as store:
+            landed = store.reader("connection_events").read_all()
+            quarantined = store.reader("quarantine").read_all()
+            (source,) = store.sources
+        for row in quarantined.to_pylist():
+            assert row["source_table"] == "connection_events"
+            assert row["reason"].startswith(NO_EVENT_DATE), row["reason"]
+        ids = [
+            *landed.column("source_id").to_pylist(),
+            *quarantined.column("source_id").to_pylist(),
+        ]
+        for row_id in ids:
+            assert row_id not in seen
+            seen[row_id] = day
+        assert count_source_rows(
+            path, "connection_events", day, source.connection_events_max_id
+        ) == len(ids)
+    assert seen == {i + 1: day for i, (_, day) in enumerate(events)}
 
 
 # --- GEX JSON ----------------------------------------------------------------------------------

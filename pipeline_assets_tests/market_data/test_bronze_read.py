@@ -369,7 +369,7 @@ def test_garbage_and_missing_price_are_rejected_with_reasons(worker_copy: Path) 
             "ticker",
             "BTCUSDT",
             "2026-02-19 08:00:00Z",
-            "event_ts_utc: expected UTC ISO-8601",
+            "timestamp_not_iso8601: event_ts_utc: expected UTC ISO-8601",
         ),
         "[" * 100_000: ("orderbook", "BTCUSDT", ts, "payload: expected valid JSON"),
     }

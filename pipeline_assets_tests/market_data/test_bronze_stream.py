@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from upath import UPath
 
+from pipeline_assets.lib.market import bronze_stream
 from pipeline_assets.lib.market.bronze import CHANNELS, land_bronze_day
 from pipeline_assets.lib.market.bronze_stream import (
     OUTPUT_ROW_GROUP_SIZE,
@@ -81,6 +82,24 @@ def test_streamed_files_are_byte_identical_to_the_in_memory_path(
         assert store.sources == reference.sources
     assert got == expected
     assert len(got) == 3 * 4 + 2  # three channels x four symbols, quarantine, connection events
+
+
+@pytest.mark.parametrize("group_rows", [1, 37])
+def test_small_sort_groups_give_the_same_bytes(
+    demo_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group_rows: int
+) -> None:
+    """Channels are sorted a group of event-time buckets at a time: with groups of a bucket or a
+    few dozen rows (each symbol's day cut into many groups, copies across workers inside them),
+    the files are still those of sorting the whole day at once."""
+    monkeypatch.setattr(bronze_stream, "SORT_GROUP_ROWS", group_rows)
+    reference = land_bronze_day(demo_files, DAY)
+    expected = write_day(dict(reference.tables), tmp_path / "memory")
+    with land_bronze_day_streaming(demo_files, DAY, page_rows=500) as store:
+        groups = sum(len(store._groups[c]) for c in CHANNELS)
+        assert groups > 3 * 4  # more than one group per channel and symbol
+        got = write_day({t: store.reader(t) for t in store.tables}, tmp_path / "stream")
+        assert store.duplicates_dropped == reference.duplicates_dropped
+    assert got == expected
 
 
 def test_a_range_in_one_spill_keeps_days_apart(demo_files: list[Path]) -> None:

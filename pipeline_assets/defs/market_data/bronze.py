@@ -26,6 +26,7 @@ from pipeline_assets.lib.market.bronze import (
     CONNECTION_EVENTS,
     LANDED_CONTRACTS,
     QUARANTINE,
+    TIMESTAMP_NOT_ISO8601,
     WorkerFileError,
 )
 from pipeline_assets.lib.market.bronze_stream import (
@@ -146,8 +147,9 @@ class BronzeConfig(dg.Config):
     spill_memory_limit_mb: int = Field(
         DEFAULT_MEMORY_LIMIT_MB,
         description=(
-            "Memory the spill's DuckDB may use to sort and de-duplicate a day before it spills "
-            "to disk."
+            "Memory the spill's DuckDB may use (the page parse, the sort of the quarantine and "
+            "connection events, the key checks) before it spills to disk. The channels are "
+            "sorted in bounded groups outside DuckDB."
         ),
     )
     spill_dir: str | None = Field(
@@ -156,6 +158,19 @@ class BronzeConfig(dg.Config):
             "Folder for the run's temporary spill (about the size of the run's days, removed at "
             "the end of the run); default: the system's temporary folder."
         ),
+    )
+
+
+def _log_swept(context: dg.AssetExecutionContext, spill: BronzeSpill) -> None:
+    """Name the spill folders of killed runs this run removed, and what they held: disk space
+    that comes back, and a sign that earlier runs were killed."""
+    for swept in spill.swept:
+        context.log.warning(
+            f"removed the spill folder {swept.path} of a killed run ({swept.size_bytes:,} bytes)"
+        )
+    context.log.info(
+        f"spill folder {spill.folder}; {len(spill.swept)} stale spill folder(s) removed from "
+        f"{spill.folder.parent}"
     )
 
 
@@ -227,6 +242,7 @@ def bronze_market_data(
     with BronzeSpill(
         spill_dir=config.spill_dir, memory_limit_mb=config.spill_memory_limit_mb
     ) as spill:
+        _log_swept(context, spill)
         days = [_land_day(context, spill, files, key, config) for key in context.partition_keys]
         yield from _outputs_and_checks(context, market_sources, files, worker_paths, days, started)
 
@@ -265,6 +281,13 @@ def _outputs_and_checks(
         "connection_events": sum(d.rows[CONNECTION_EVENTS] for d in days),
         "quarantined": sum(d.rows[QUARANTINE] for d in days),
         "duplicates_dropped": sum(sum(d.duplicates_dropped.values()) for d in days),
+        # Of the quarantined: rows with a timestamp not in ISO-8601 form (every_row_has_an_event_date
+        # names those whose event time has no date at all).
+        TIMESTAMP_NOT_ISO8601: sum(
+            count
+            for d in days
+            for count, _ in d.quarantined_with_reason(TIMESTAMP_NOT_ISO8601).values()
+        ),
     }
     # The ids each file was read up to: rows past them are for the watcher's next run.
     watermarks: dict[str, dict[str, int]] = {}

@@ -31,7 +31,10 @@ from contracts.core import schema_violations
 from pipeline_assets.lib.market.bronze import (
     CHANNELS,
     CONNECTION_EVENTS,
+    DAY_EVENTS_SQL,
+    DAY_TICKS_SQL,
     LANDED_CONTRACTS,
+    NO_EVENT_DATE,
     QUARANTINE,
 )
 from pipeline_assets.lib.market.bronze_stream import TABLE_SCHEMAS, BronzeDayStore
@@ -40,6 +43,7 @@ EVENT_DATE_MATCHES_PARTITION = "event_date_matches_partition"
 NO_DUPLICATE_KEYS = "no_duplicate_keys"
 SCHEMA_MATCHES_CONTRACT = "schema_matches_contract"
 ROW_COUNT_MATCHES_SOURCE = "row_count_matches_source"
+EVERY_ROW_HAS_AN_EVENT_DATE = "every_row_has_an_event_date"
 
 _DESCRIPTIONS = {
     EVENT_DATE_MATCHES_PARTITION: (
@@ -59,6 +63,13 @@ _DESCRIPTIONS = {
         "worker files with a plain SQLite COUNT up to the ids the read stopped at, less the rows "
         "quarantined and the duplicates dropped: no source row lost or landed twice."
     ),
+    EVERY_ROW_HAS_AN_EVENT_DATE: (
+        "Warns when source rows were quarantined on this day because their event time has no "
+        "date at all (another layout such as 19/02/2026 10:30:00, an epoch number, empty text): "
+        "no date is guessed, so such a row is quarantined on its ingestion date (reason "
+        "timestamp_not_iso8601) and a collector is writing timestamps it should not. The metadata "
+        "counts them per worker file and names the first row ids."
+    ),
 }
 _QUARANTINE_ROW_COUNT_DESCRIPTION = (
     "Passes when each day's quarantined rows equal the source rows of that day (market_ticks and "
@@ -72,7 +83,10 @@ _BLOCKING = {
     EVENT_DATE_MATCHES_PARTITION: True,
     # The source is live and may be rewritten between the read and the count: report, don't gate.
     ROW_COUNT_MATCHES_SOURCE: False,
+    # The rows are kept in the quarantine: a warning for the collector's owner, not a gate.
+    EVERY_ROW_HAS_AN_EVENT_DATE: False,
 }
+_SEVERITY = {EVERY_ROW_HAS_AN_EVENT_DATE: dg.AssetCheckSeverity.WARN}
 
 _ALL_CHECKS = (
     SCHEMA_MATCHES_CONTRACT,
@@ -84,7 +98,12 @@ _ALL_CHECKS = (
 CHECKS_BY_TABLE: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(CHANNELS, _ALL_CHECKS),
     CONNECTION_EVENTS: _ALL_CHECKS,
-    QUARANTINE: (SCHEMA_MATCHES_CONTRACT, NO_DUPLICATE_KEYS, ROW_COUNT_MATCHES_SOURCE),
+    QUARANTINE: (
+        SCHEMA_MATCHES_CONTRACT,
+        NO_DUPLICATE_KEYS,
+        ROW_COUNT_MATCHES_SOURCE,
+        EVERY_ROW_HAS_AN_EVENT_DATE,
+    ),
 }
 
 
@@ -151,11 +170,18 @@ def count_source_rows(
     """Rows of `table` in one worker file whose event time falls on `day`, with id <= max_id."""
     if max_id is None:
         return 0
-    sql = f"SELECT count(*) FROM {table} WHERE id <= ? AND event_ts_utc >= ? AND event_ts_utc < ?"
-    params: list[Any] = [max_id, day.isoformat(), (day + dt.timedelta(days=1)).isoformat()]
+    # Rows without an event date count on the day they are quarantined on.
+    in_day = DAY_TICKS_SQL if table == "market_ticks" else DAY_EVENTS_SQL
+
+    sql = f"SELECT count(*) FROM {table} WHERE id <= :max AND {in_day}"
+    params: dict[str, Any] = {
+        "max": max_id,
+        "lower": day.isoformat(),
+        "upper": (day + dt.timedelta(days=1)).isoformat(),
+    }
     if channel is not None:
-        sql += " AND channel = ?"
-        params.append(channel)
+        sql += " AND channel = :channel"
+        params["channel"] = channel
     conn = _connect(path)
     try:
         (count,) = conn.execute(sql, params).fetchone()
@@ -207,11 +233,23 @@ def _row_count(
     return rows == expected, figures
 
 
+def _every_row_has_an_event_date(
+    day: BronzeDayStore, table: str, **_: Any
+) -> tuple[bool, dict[str, Any]]:
+    found = day.quarantined_with_reason(NO_EVENT_DATE)
+    return not found, {
+        "quarantined_rows": sum(count for count, _ in found.values()),
+        "rows_by_file": {name: count for name, (count, _) in found.items()},
+        "first_row_ids": {name: ids for name, (_, ids) in found.items()},
+    }
+
+
 _EVALUATORS = {
     EVENT_DATE_MATCHES_PARTITION: _event_date,
     NO_DUPLICATE_KEYS: _no_duplicate_keys,
     SCHEMA_MATCHES_CONTRACT: _schema,
     ROW_COUNT_MATCHES_SOURCE: _row_count,
+    EVERY_ROW_HAS_AN_EVENT_DATE: _every_row_has_an_event_date,
 }
 
 
@@ -246,6 +284,7 @@ def bronze_check_results(
                 asset_key=asset,
                 check_name=name,
                 passed=not failed,
+                severity=_SEVERITY.get(name, dg.AssetCheckSeverity.ERROR),
                 # What the UI shows beside a failure: the days and their figures, keys included.
                 description=_explain(name, failed, by_day),
                 metadata={

@@ -20,6 +20,9 @@ collector nor change the file:
 Each row is normalized (exchange lowercase, `BASE-QUOTE` symbol) and its JSON payload parsed into
 typed columns. A row that cannot be (bad JSON, a missing or mistyped field, an unknown channel,
 an unreadable symbol or timestamp) goes to a `rejects` table with the reason, never dropped.
+A row whose event time has no date at all (an epoch number, '19/02/2026 10:30:00', empty text)
+belongs to the day of its ingestion time (`DAY_TICKS_SQL`), where it is rejected with reason
+`timestamp_not_iso8601`: no date is guessed.
 
 `land_bronze_day` is the day as bronze lands it, built in memory: across all worker files, with
 exact duplicates recorded by two workers dropped (and counted), the day's connection events, and
@@ -274,6 +277,18 @@ _TS_RE = re.compile(
 )
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 TS_EXAMPLE = "2026-02-19T10:30:00.123456Z"
+# The reason code a quarantined row's reason starts with when a timestamp is not in the
+# collectors' ISO-8601 form (another layout, an epoch number, empty text, NULL).
+TIMESTAMP_NOT_ISO8601 = "timestamp_not_iso8601"
+# How the reason of a market_ticks row whose event time has no date at all begins (such a row is
+# quarantined on its ingestion date: see `DAY_TICKS_SQL`).
+NO_EVENT_DATE = f"{TIMESTAMP_NOT_ISO8601}: event_ts_utc has no date"
+_DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
+def has_date(value: Any) -> bool:
+    """Whether a stored timestamp starts with a YYYY-MM-DD date (SQLite's GLOB in `_dated`)."""
+    return isinstance(value, str) and _DATE_PREFIX.match(value) is not None
 
 
 def parse_utc_ts(text: Any, field: str) -> int:
@@ -281,7 +296,8 @@ def parse_utc_ts(text: Any, field: str) -> int:
     match = _TS_RE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise PayloadError(
-            f"{field}: expected UTC ISO-8601 text like {TS_EXAMPLE!r}, got {_describe_raw(text)}"
+            f"{TIMESTAMP_NOT_ISO8601}: {field}: expected UTC ISO-8601 text like {TS_EXAMPLE!r}, "
+            f"got {_describe_raw(text)}"
         )
     y, mo, d, h, mi, s, frac = match.groups()
     try:
@@ -394,6 +410,48 @@ def _day_bounds(day: dt.date) -> tuple[str, str]:
     return day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
 
 
+def _dated(column: str) -> str:
+    # Text that starts with a YYYY-MM-DD prefix: it lies in exactly one day's text range.
+    return f"(typeof({column}) = 'text' AND {column} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*')"
+
+
+# Which market_ticks rows belong to a day (parameters: the day's bounds from `_day_bounds`, as
+# :lower and :upper). A row whose event time has a date belongs to that date. A row whose event
+# time has none (another layout such as '19/02/2026 10:30:00', an epoch number, empty text) can
+# never be landed, and guessing its date (dd/mm or mm/dd?) would be wrong somewhere; it belongs
+# to the date of its ingestion time, or when that has none either, to the ingestion date of the
+# nearest row stored before it (after it, if none is before), so that it is quarantined in
+# exactly one day, the same one at every run. The reading path and the row-count check share it.
+_NEIGHBOUR_INGESTION = (
+    "coalesce("
+    "(SELECT p.ingestion_ts_utc FROM market_ticks p WHERE p.id < market_ticks.id "
+    f"AND {_dated('p.ingestion_ts_utc')} ORDER BY p.id DESC LIMIT 1), "
+    "(SELECT n.ingestion_ts_utc FROM market_ticks n WHERE n.id > market_ticks.id "
+    f"AND {_dated('n.ingestion_ts_utc')} ORDER BY n.id LIMIT 1))"
+)
+DAY_TICKS_SQL = (
+    f"((event_ts_utc >= :lower AND event_ts_utc < :upper AND {_dated('event_ts_utc')}) "
+    f"OR (NOT {_dated('event_ts_utc')} AND ("
+    f"({_dated('ingestion_ts_utc')} AND ingestion_ts_utc >= :lower AND ingestion_ts_utc < :upper) "
+    f"OR (NOT {_dated('ingestion_ts_utc')} AND {_NEIGHBOUR_INGESTION} >= :lower "
+    f"AND {_NEIGHBOUR_INGESTION} < :upper))))"
+)
+# The same for connection_events, which have no ingestion time: a row whose event time has no
+# date belongs to the date of the nearest dated event stored before it (after it, if none is).
+_NEIGHBOUR_EVENT = (
+    "coalesce("
+    "(SELECT p.event_ts_utc FROM connection_events p WHERE p.id < connection_events.id "
+    f"AND {_dated('p.event_ts_utc')} ORDER BY p.id DESC LIMIT 1), "
+    "(SELECT n.event_ts_utc FROM connection_events n WHERE n.id > connection_events.id "
+    f"AND {_dated('n.event_ts_utc')} ORDER BY n.id LIMIT 1))"
+)
+DAY_EVENTS_SQL = (
+    f"((event_ts_utc >= :lower AND event_ts_utc < :upper AND {_dated('event_ts_utc')}) "
+    f"OR (NOT {_dated('event_ts_utc')} AND {_NEIGHBOUR_EVENT} >= :lower "
+    f"AND {_NEIGHBOUR_EVENT} < :upper))"
+)
+
+
 def _fetch_day_rows(
     conn: sqlite3.Connection, day: dt.date, page_rows: int
 ) -> tuple[list[tuple], int | None]:
@@ -409,9 +467,9 @@ def _fetch_day_rows(
         # `id` is the rowid, so every page starts where the previous one ended.
         page = conn.execute(
             "SELECT id, exchange, symbol, channel, event_ts_utc, ingestion_ts_utc, payload "
-            "FROM market_ticks WHERE id > ? AND id <= ? "
-            "AND event_ts_utc >= ? AND event_ts_utc < ? ORDER BY id LIMIT ?",
-            (last_id, max_id, lower, upper, page_rows),
+            f"FROM market_ticks WHERE id > :last AND id <= :max AND {DAY_TICKS_SQL} "
+            "ORDER BY id LIMIT :rows",
+            {"last": last_id, "max": max_id, "lower": lower, "upper": upper, "rows": page_rows},
         ).fetchall()
         rows.extend(page)
         if len(page) < page_rows:
@@ -482,6 +540,12 @@ def land_tick_rows(
             normalized = names[key]
             if isinstance(normalized, str):
                 raise PayloadError(normalized)
+            if not has_date(event_raw):
+                raise PayloadError(
+                    f"{NO_EVENT_DATE} (got {_describe_raw(event_raw)}; expected UTC ISO-8601 "
+                    f"text like {TS_EXAMPLE!r}), so it is quarantined on its ingestion date "
+                    "(without one, on that of the row stored before it)"
+                )
             event_us = parse_utc_ts(event_raw, "event_ts_utc")
             ingest_us = parse_utc_ts(ingest_raw, "ingestion_ts_utc")
             if not isinstance(payload_raw, str):
@@ -641,6 +705,15 @@ def _details(value: Any) -> str | None:
     return value
 
 
+def _event_time(event_raw: Any) -> int:
+    if not has_date(event_raw):
+        raise PayloadError(
+            f"{NO_EVENT_DATE} (got {_describe_raw(event_raw)}; expected UTC ISO-8601 text like "
+            f"{TS_EXAMPLE!r}), so it is quarantined on the date of the event stored before it"
+        )
+    return parse_utc_ts(event_raw, "event_ts_utc")
+
+
 def _events_of_day(
     conn: sqlite3.Connection, source_file: str, day: dt.date
 ) -> tuple[dict[str, pa.Table], int | None]:
@@ -652,9 +725,8 @@ def _events_of_day(
         # A few rows a day per exchange: one short statement is enough.
         rows = conn.execute(
             "SELECT id, exchange, worker_id, event_type, event_ts_utc, details "
-            "FROM connection_events WHERE id <= ? AND event_ts_utc >= ? AND event_ts_utc < ? "
-            "ORDER BY id",
-            (max_id, lower, upper),
+            f"FROM connection_events WHERE id <= :max AND {DAY_EVENTS_SQL} ORDER BY id",
+            {"max": max_id, "lower": lower, "upper": upper},
         ).fetchall()
     else:
         rows = []
@@ -670,7 +742,7 @@ def _events_of_day(
                 "exchange": exchange,
                 "worker_id": _required_text(worker_raw, "worker_id"),
                 "event_type": _required_text(type_raw, "event_type"),
-                "event_ts_utc": parse_utc_ts(event_raw, "event_ts_utc"),
+                "event_ts_utc": _event_time(event_raw),
                 "details": _details(details_raw),
             }
         except PayloadError as exc:

@@ -18,14 +18,25 @@ and a range of days in one run, is built in about the same memory:
    `land_tick_rows` itself, which lands it or quarantines it with its reason. So the paths agree
    by construction on those rows, and by test (property tests, byte comparison of the written
    files) on the others.
-3. **Spill**: the typed rows go to Arrow IPC files (LZ4) in a temporary folder, which a DuckDB
-   database with a memory limit reads, so the sort and the duplicate search run out of core.
-   The folder holds an owner lock; the folders of killed runs are swept by the next spill.
-4. **Stream out**: `BronzeDayStore.reader(table)` is a `RecordBatchReader` over the day's table:
-   exact duplicates (exchange, symbol, event time, payload; the first by source file and id is
-   kept) left out, sorted by the same keys as `land_bronze_day`, with the contract's Arrow schema.
-   The lake IO manager writes it batch by batch. Each reader counts what it hands out (rows, rows
-   on another date), which the asset checks read.
+3. **Spill**: the typed rows go to Arrow IPC files (LZ4) in a temporary folder, one per table and
+   worker file. Channel rows are cut into buckets of (symbol, `SORT_BUCKET_S` of event time)
+   before they are written, each bucket its own record batch, and an index in memory lists the
+   batches of each bucket. The folder holds an owner lock; the folders of killed runs are swept
+   by the next spill.
+4. **Duplicates**: exact duplicates (exchange, symbol, event time, payload) share a bucket. Runs
+   of consecutive buckets of one symbol, about `SORT_GROUP_ROWS` rows (a bucket is never split),
+   are the sort groups; within each, a repeated hash of the duplicate key marks candidates, which
+   are compared exactly; the rows to leave out (all but the first by source file and id) are
+   noted in a table of the spill's DuckDB database, which the key checks read.
+5. **Stream out**: `BronzeDayStore.reader(table)` is a `RecordBatchReader` over the day's table
+   with the contract's Arrow schema, sorted by the same keys as `land_bronze_day`. A channel
+   streams symbol by symbol, one sort group at a time: read by batch index, duplicates left out,
+   sorted in memory with Arrow. The groups follow each other in the order of the whole, so memory
+   holds one group however large the day is (the old way, one DuckDB `ORDER BY` over the day,
+   held up to its memory limit and grew with the day). The quarantine and the connection events
+   (a few rows) are sorted by DuckDB with a memory limit. The lake IO manager writes each stream
+   batch by batch. Each reader counts what it hands out (rows, rows on another date), which the
+   asset checks read.
 
 **The day's id window.** A day's rows used to be found by a full scan of each file (there is no
 index on `event_ts_utc`). Collectors append rows in ingestion order, so `ingestion_ts_utc` grows
@@ -36,7 +47,9 @@ least its ingestion time less the feed's latency. The window of ids whose ingest
 its day costs. Rows outside the window are not read even if their event time is on the day (a
 collector that replays hours-old events, or a clock that jumped): the row-count check, which
 counts the whole file with a plain `COUNT`, then fails and names the day; rerun it with
-`max_ingestion_lag_s: null` for a full scan. Defaults: skew 300 s, lag 6 hours.
+`max_ingestion_lag_s: null` for a full scan. Defaults: skew 300 s, lag 6 hours. Rows whose
+ingestion time has no date are skipped by the search, and the window grows over those at its
+edges, since one of them may belong to the day (`bronze.DAY_TICKS_SQL`).
 """
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ import collections
 import contextlib
 import datetime as dt
 import fcntl
+import itertools
 import os
 import queue
 import shutil
@@ -74,6 +88,7 @@ from pipeline_assets.lib.market.bronze import (
     BRONZE_SCHEMAS,
     CHANNELS,
     CONNECTION_EVENTS,
+    DAY_TICKS_SQL,
     DEFAULT_BUSY_TIMEOUT_S,
     DUPLICATE_KEY,
     EVENT_SORT_KEYS,
@@ -87,6 +102,7 @@ from pipeline_assets.lib.market.bronze import (
     _Builder,
     _check_distinct_names,
     _connect_read_only,
+    _dated,
     _day_bounds,
     _events_of_day,
     _file_errors,
@@ -94,18 +110,30 @@ from pipeline_assets.lib.market.bronze import (
     land_tick_rows,
 )
 
-STREAM_PAGE_ROWS = 100_000
+# Rows per read page. Pages in flight (one read ahead, two being parsed, their results) are most
+# of the memory of building a day, and the part that was larger at 10 M ticks than at 1 M. On the
+# benchmark (bench/bronze_day.py), 16,000-row pages peaked at 424-473 MiB at both sizes against
+# 438-540 MiB with 25,000 rows, for about 8% more CPU.
+STREAM_PAGE_ROWS = 16_000
 # Pages parsed at once (Arrow's kernels and DuckDB release the GIL); each holds one page.
 PARSE_THREADS = 2
 OUTPUT_BATCH_ROWS = 64 * 1024
 # Row groups of the bronze channel files (asset metadata `lake/row_group_size`): with
-# `lake/split_grouped` the lake IO manager holds one pending group, at most this many rows.
-OUTPUT_ROW_GROUP_SIZE = 128 * 1024
+# `lake/split_grouped` the lake IO manager holds one pending group, at most this many rows (and
+# a copy while it writes it). 32,768 rows reach that cap on a day of 1 M ticks already, so
+# memory is the same at 1 M and 10 M; files are 1.5 to 4% larger than with 131,072 rows.
+OUTPUT_ROW_GROUP_SIZE = 32 * 1024
 SPILL_BATCH_ROWS = 16 * 1024
 # LZ4 rather than zstd: the spill is written once and read twice (duplicates, then the sorted
 # stream); LZ4 costs a fraction of zstd's CPU both ways, for a spill about 1.5x larger.
 SPILL_COMPRESSION = "lz4"
 DEFAULT_MEMORY_LIMIT_MB = 512
+# Channel rows are spilled in buckets of (symbol, SORT_BUCKET_S of event time) and sorted a few
+# consecutive buckets at a time, about SORT_GROUP_ROWS rows, in memory: the sort holds one group,
+# whatever the size of the day (at most the busiest symbol's SORT_BUCKET_S when one bucket is
+# larger than a group).
+SORT_BUCKET_S = 300
+SORT_GROUP_ROWS = 16 * 1024
 DEFAULT_MAX_CLOCK_SKEW_S = 300.0
 DEFAULT_MAX_INGESTION_LAG_S = 6 * 3600.0
 
@@ -499,23 +527,47 @@ _NAMES_SCHEMA = pa.schema(
 
 def _first_id_ingested_at_or_after(conn: sqlite3.Connection, lo: int, hi: int, moment: str) -> int:
     """The smallest id in [lo, hi] whose ingestion_ts_utc >= moment (hi + 1 if none), by binary
-    search over the rowid, skipping ids missing from the file. A value that is not text counts
-    as at or after (it is read, then quarantined)."""
+    search over the rowid, skipping ids missing from the file and rows whose ingestion time has
+    no date (`_widened` takes those at the window's edges in)."""
     answer = hi + 1
     while lo <= hi:
         mid = (lo + hi) // 2
         row = conn.execute(
             "SELECT id, ingestion_ts_utc FROM market_ticks WHERE id >= ? AND id <= ? "
-            "ORDER BY id LIMIT 1",
+            f"AND {_DATED_INGESTION} ORDER BY id LIMIT 1",
             (mid, hi),
         ).fetchone()
         if row is None:
             hi = mid - 1
-        elif isinstance(row[1], str) and row[1] < moment:
+        elif row[1] < moment:
             lo = row[0] + 1
         else:
             answer, hi = row[0], mid - 1
     return answer
+
+
+def _widened(
+    conn: sqlite3.Connection, first: int, last: int, min_id: int, max_id: int
+) -> tuple[int, int]:
+    """[first, last] grown over the rows just outside it whose ingestion time has no date: the
+    binary search cannot place them, and one of them may belong to the day (`DAY_TICKS_SQL`
+    gives it the ingestion date of its neighbour); reading them costs nothing else, since the
+    read selects the day's rows by that same rule."""
+    before = conn.execute(
+        f"SELECT id FROM market_ticks WHERE id < ? AND {_DATED_INGESTION} ORDER BY id DESC LIMIT 1",
+        (first,),
+    ).fetchone()
+    after = conn.execute(
+        f"SELECT id FROM market_ticks WHERE id > ? AND id <= ? AND {_DATED_INGESTION} "
+        "ORDER BY id LIMIT 1",
+        (last, max_id),
+    ).fetchone()
+    return (min_id if before is None else before[0] + 1), (
+        max_id if after is None else after[0] - 1
+    )
+
+
+_DATED_INGESTION = _dated("ingestion_ts_utc")
 
 
 def _ts_text(moment: dt.datetime) -> str:
@@ -540,7 +592,7 @@ def day_id_window(
     upper = _ts_text(start + dt.timedelta(days=1, seconds=max_ingestion_lag_s))
     first = _first_id_ingested_at_or_after(conn, min_id, max_id, lower)
     last = _first_id_ingested_at_or_after(conn, first, max_id, upper) - 1
-    return first, last
+    return _widened(conn, first, last, min_id, max_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,6 +681,8 @@ class BronzeDayStore:
     _spill: BronzeSpill
     _files: Mapping[str, list[Path]]
     _dropped: Mapping[str, str]
+    _groups: Mapping[str, list[_SortGroup]] = field(default_factory=dict)
+    _groups_with_duplicates: Mapping[str, frozenset[int]] = field(default_factory=dict)
     streamed: dict[str, StreamCounts] = field(default_factory=dict)
 
     tables = tuple(TABLE_SCHEMAS)
@@ -665,33 +719,49 @@ class BronzeDayStore:
         has_event_ts = "event_ts_utc" in schema.names
         day = pa.scalar(self.day, pa.date32())
 
-        def batches() -> Iterator[pa.RecordBatch]:
+        def sorted_batches() -> Iterator[pa.RecordBatch]:
+            if table in CHANNELS:
+                yield from self._sorted_channel(table, batch_rows)
+                return
             cursor = self._cursor(table)
             try:
                 source = cursor.sql(
                     f"SELECT {columns} FROM landed ORDER BY {order}"
                 ).to_arrow_reader(batch_rows)
                 for batch in source:
-                    out = pa.RecordBatch.from_arrays(
+                    yield pa.RecordBatch.from_arrays(
                         [_conform(c, f.type) for c, f in zip(batch.columns, schema)],
                         schema=schema,
                     )
-                    counts.rows += out.num_rows
-                    if has_event_ts and out.num_rows:
-                        dates = pc.cast(out.column("event_ts_utc"), pa.date32())
-                        on_day = pc.sum(pc.cast(pc.equal(dates, day), pa.int64())).as_py() or 0
-                        counts.rows_on_other_dates += out.num_rows - on_day
-                        low, high = pc.min(dates).as_py(), pc.max(dates).as_py()
-                        counts.first_event_date = min(
-                            d for d in (counts.first_event_date, low) if d
-                        )
-                        counts.last_event_date = max(d for d in (counts.last_event_date, high) if d)
-                    yield out
-                counts.finished = True
             finally:
                 cursor.close()
 
+        def batches() -> Iterator[pa.RecordBatch]:
+            for out in sorted_batches():
+                counts.rows += out.num_rows
+                if has_event_ts and out.num_rows:
+                    dates = pc.cast(out.column("event_ts_utc"), pa.date32())
+                    on_day = pc.sum(pc.cast(pc.equal(dates, day), pa.int64())).as_py() or 0
+                    counts.rows_on_other_dates += out.num_rows - on_day
+                    low, high = pc.min(dates).as_py(), pc.max(dates).as_py()
+                    counts.first_event_date = min(d for d in (counts.first_event_date, low) if d)
+                    counts.last_event_date = max(d for d in (counts.last_event_date, high) if d)
+                yield out
+            counts.finished = True
+
         return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def _sorted_channel(self, channel: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """A channel's rows by symbol, then `SORT_KEYS`: each sort group read, its exact
+        duplicates left out, sorted in memory (the groups follow each other in that order)."""
+        schema = TABLE_SCHEMAS[channel]
+        with _SpillReaders(SPILL_SCHEMAS[channel]) as readers:
+            for index, group in enumerate(self._groups[channel]):
+                rows = readers.read(group.batches, schema.names)
+                if index in self._groups_with_duplicates[channel]:
+                    rows = rows.filter(pa.array(_first_of_each_key(rows)))
+                rows = rows.take(pc.sort_indices(rows, SORT_KEYS))
+                yield from rows.combine_chunks().to_batches(max_chunksize=batch_rows)
 
     def quarantined(self, source_table: str, channel: str | None = None) -> int:
         sql = "SELECT count(*) FROM landed WHERE source_table = ?"
@@ -705,6 +775,23 @@ class BronzeDayStore:
         finally:
             cursor.close()
         return count
+
+    def quarantined_with_reason(
+        self, code: str, first: int = 10
+    ) -> dict[str, tuple[int, list[int]]]:
+        """Per worker file, how many quarantined rows have a reason starting with `code`, and
+        the first `first` of their row ids (market_ticks and connection_events alike)."""
+        cursor = self._cursor(QUARANTINE, ["source_file", "source_id", "reason"])
+        try:
+            rows = cursor.execute(
+                "SELECT source_file, count(*), "
+                f"list(source_id ORDER BY source_id)[1:{int(first)}] FROM landed "
+                "WHERE starts_with(reason, ?) GROUP BY source_file ORDER BY source_file",
+                [code],
+            ).fetchall()
+        finally:
+            cursor.close()
+        return {name: (count, list(ids)) for name, count, ids in rows}
 
     def duplicate_keys(self, table: str, key: Sequence[str], limit: int = 5) -> list[dict]:
         """Up to `limit` values of `key` held by more than one written row of `table`."""
@@ -752,10 +839,28 @@ def _latest_change(folder: Path) -> float:
     return latest
 
 
+@dataclass(frozen=True)
+class SweptSpill:
+    """A spill folder left by a killed run and removed: where it was and the bytes it held."""
+
+    path: Path
+    size_bytes: int
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
 def sweep_stale_spills(
     parent: Path, *, unlocked_max_age_s: float = UNLOCKED_SPILL_MAX_AGE_S, now: float | None = None
-) -> list[Path]:
-    """Remove the spill folders under `parent` that no live run owns; returns them.
+) -> list[SweptSpill]:
+    """Remove the spill folders under `parent` that no live run owns; returns them with the
+    bytes each held (measured just before removal).
 
     Each spill holds an exclusive `flock` on its `.owner.lock` for as long as its process lives
     (the kernel releases it however the process ends), and only appears under its final name once
@@ -763,7 +868,7 @@ def sweep_stale_spills(
     folder is never touched.
     """
     now = time.time() if now is None else now
-    removed: list[Path] = []
+    removed: list[SweptSpill] = []
     if not parent.is_dir():
         return removed
     candidates = [
@@ -781,8 +886,9 @@ def sweep_stale_spills(
         except FileNotFoundError:
             with contextlib.suppress(OSError):
                 if now - _latest_change(folder) >= unlocked_max_age_s:
+                    size = _folder_bytes(folder)
                     shutil.rmtree(folder, ignore_errors=True)
-                    removed.append(folder)
+                    removed.append(SweptSpill(folder, size))
             continue
         except OSError:
             continue
@@ -791,8 +897,9 @@ def sweep_stale_spills(
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # a live run holds it
+            size = _folder_bytes(folder)
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            removed.append(SweptSpill(folder, size))
         finally:
             os.close(fd)
     return removed
@@ -819,7 +926,8 @@ class BronzeSpill:
 
     Use as a context manager; `land_day` fills one day and returns its store. The folder and
     everything in it are removed on exit. Folders of killed runs in the same parent folder are
-    removed when the next spill starts (`sweep_stale_spills`; `swept` lists them).
+    removed when the next spill starts (`sweep_stale_spills`; `swept` lists them with their
+    sizes).
     """
 
     def __init__(
@@ -879,7 +987,7 @@ class BronzeSpill:
         paths = sorted((Path(p) for p in db_paths), key=lambda p: p.name)
         _check_distinct_names(paths)
         prefix = f"d{day:%Y%m%d}_{uuid.uuid4().hex[:8]}"
-        loader = _DayLoader(self.con, self.folder / prefix)
+        loader = _DayLoader(self.con, self.folder / prefix, day)
         sources: list[SourceRead] = []
         skipped: dict[str, str] = {}
         reading = _read_files(
@@ -902,7 +1010,8 @@ class BronzeSpill:
                     loader.append(table, file_name, landed)
 
         try:
-            for item in _prefetched(reading):
+            # One page read ahead: each page waiting here is memory the parse does not need yet.
+            for item in _prefetched(reading, depth=1):
                 kind, name = item[0], item[1]
                 if kind == "page":
                     page = item[2]
@@ -929,7 +1038,7 @@ class BronzeSpill:
                 future.cancel()
             pool.shutdown(wait=True)
             loader.close()
-        duplicates = loader.find_duplicates()
+        duplicates, with_duplicates = loader.find_duplicates()
         return BronzeDayStore(
             day=day,
             sources=tuple(sources),
@@ -939,6 +1048,8 @@ class BronzeSpill:
             _spill=self,
             _files=loader.files(),
             _dropped={c: loader.dropped_table(c) for c in CHANNELS},
+            _groups={c: loader.sort_groups(c) for c in CHANNELS},
+            _groups_with_duplicates=with_duplicates,
         )
 
 
@@ -1014,13 +1125,13 @@ class _ArrowPages:
         "(typeof(exchange) = 'text' AND typeof(symbol) = 'text' AND typeof(channel) = 'text' "
         "AND typeof(event_ts_utc) = 'text' AND typeof(ingestion_ts_utc) = 'text' "
         "AND typeof(payload) = 'text') AS all_text "
-        "FROM market_ticks WHERE id > ? AND id <= ? AND event_ts_utc >= ? AND event_ts_utc < ? "
-        "ORDER BY id LIMIT ?"
+        f"FROM market_ticks WHERE id > :last AND id <= :max AND {DAY_TICKS_SQL} "
+        "ORDER BY id LIMIT :rows"
     )
     _PY_SQL = (
         "SELECT id, exchange, symbol, channel, event_ts_utc, ingestion_ts_utc, payload "
-        "FROM market_ticks WHERE id > ? AND id <= ? AND event_ts_utc >= ? AND event_ts_utc < ? "
-        "ORDER BY id LIMIT ?"
+        f"FROM market_ticks WHERE id > :last AND id <= :max AND {DAY_TICKS_SQL} "
+        "ORDER BY id LIMIT :rows"
     )
 
     def __init__(self, path: Path, conn: sqlite3.Connection, busy_timeout_s: float) -> None:
@@ -1041,9 +1152,16 @@ class _ArrowPages:
         lower, upper = _day_bounds(day)
         last_id = first - 1
         while last_id < last:
-            params = (last_id, last, lower, upper, page_rows)
+            params = {
+                "last": last_id,
+                "max": last,
+                "lower": lower,
+                "upper": upper,
+                "rows": page_rows,
+            }
             try:
-                self.cursor.execute(self._SQL, params)
+                # ADBC binds by position: SQLite numbers named parameters by first appearance.
+                self.cursor.execute(self._SQL, (last_id, last, lower, upper, page_rows))
                 table = self.cursor.fetch_arrow_table()
             except adbc_sqlite.Error:
                 table = None
@@ -1156,7 +1274,7 @@ def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 class _DayLoader:
     """Writes one day's landed rows as Arrow IPC files, one per table and worker file."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path, day: dt.date) -> None:
         self.con = con
         self.folder = folder
         self.folder.mkdir(parents=True)
@@ -1165,6 +1283,14 @@ class _DayLoader:
         self._writers: dict[tuple[str, str], pa.ipc.RecordBatchFileWriter] = {}
         self._paths: dict[tuple[str, str], Path] = {}
         self._rows: dict[tuple[str, str], int] = {}
+        self._batches: dict[tuple[str, str], int] = {}
+        self._day_start = pa.scalar(
+            dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC), TS_TYPE
+        )
+        # channel -> (symbol, bucket) -> the spilled batches holding its rows.
+        self.buckets: dict[str, dict[tuple[str, int], list[_SpilledBatch]]] = {
+            channel: {} for channel in CHANNELS
+        }
 
     @property
     def rows(self) -> dict[str, int]:
@@ -1195,15 +1321,67 @@ class _DayLoader:
                 options=pa.ipc.IpcWriteOptions(compression=SPILL_COMPRESSION),
             )
             self._rows[key] = 0
-        self._writers[key].write_table(data, max_chunksize=SPILL_BATCH_ROWS)
+            self._batches[key] = 0
+        writer, path = self._writers[key], self._paths[key]
+        if table not in CHANNELS:
+            for batch in data.to_batches(max_chunksize=SPILL_BATCH_ROWS):
+                writer.write_batch(batch)
+                self._batches[key] += 1
+        else:
+            buckets = self.buckets[table]
+            for bucket, part in self._by_bucket(data):
+                for batch in part.to_batches(max_chunksize=SPILL_BATCH_ROWS):
+                    writer.write_batch(batch)
+                    buckets.setdefault(bucket, []).append(
+                        _SpilledBatch(path, self._batches[key], batch.num_rows)
+                    )
+                    self._batches[key] += 1
         self._rows[key] += data.num_rows
+
+    def _by_bucket(self, data: pa.Table) -> Iterator[tuple[tuple[str, int], pa.Table]]:
+        """`data` (one channel) cut into its (symbol, event-time bucket) parts."""
+        symbols = pc.dictionary_encode(data.column("symbol").combine_chunks())
+        micros = pc.subtract(
+            data.column("event_ts_utc").combine_chunks().cast(pa.int64()),
+            self._day_start.cast(pa.int64()),
+        )
+        bucket = np.clip(
+            np.asarray(micros, dtype=np.int64) // (SORT_BUCKET_S * 1_000_000),
+            0,
+            _BUCKETS_PER_DAY - 1,
+        )
+        key = np.asarray(symbols.indices, dtype=np.int64) * _BUCKETS_PER_DAY + bucket
+        names = symbols.dictionary.to_pylist()
+        if (key == key[0]).all():
+            yield (names[key[0] // _BUCKETS_PER_DAY], int(bucket[0])), data
+            return
+        order = np.argsort(key, kind="stable")
+        ordered_keys = key[order]
+        starts = np.flatnonzero(np.diff(ordered_keys)) + 1
+        ordered = data.take(pa.array(order))
+        bounds = [0, *starts.tolist(), len(order)]
+        for start, end in itertools.pairwise(bounds):
+            k = int(ordered_keys[start])
+            yield (
+                (names[k // _BUCKETS_PER_DAY], k % _BUCKETS_PER_DAY),
+                ordered.slice(start, end - start),
+            )
 
     def forget(self, source_file: str) -> None:
         """Remove what a file that turned out unreadable had landed so far."""
         for key in [k for k in self._paths if k[1] == source_file]:
             self._writers.pop(key).close()
-            self._paths.pop(key).unlink(missing_ok=True)
+            path = self._paths.pop(key)
+            path.unlink(missing_ok=True)
             self._rows.pop(key)
+            self._batches.pop(key)
+            for buckets in self.buckets.values():
+                for bucket in list(buckets):
+                    kept = [b for b in buckets[bucket] if b.path != path]
+                    if kept:
+                        buckets[bucket] = kept
+                    else:
+                        del buckets[bucket]
 
     def close(self) -> None:
         for writer in self._writers.values():
@@ -1330,50 +1508,126 @@ class _DayLoader:
             [dict(zip(_NAMES_SCHEMA.names, row)) for row in good], schema=_NAMES_SCHEMA
         )
 
-    def find_duplicates(self) -> dict[str, int]:
+    def sort_groups(self, channel: str) -> list[_SortGroup]:
+        """The channel's spilled rows in the order they stream out: by symbol, then runs of
+        consecutive event-time buckets of about `SORT_GROUP_ROWS` rows (a bucket is never
+        split), each sorted alone. Exact duplicates share symbol and event time, so each lies
+        within one group."""
+        groups: list[_SortGroup] = []
+        by_symbol: dict[str, list[int]] = {}
+        for symbol, bucket in self.buckets[channel]:
+            by_symbol.setdefault(symbol, []).append(bucket)
+        for symbol in sorted(by_symbol):
+            batches: list[_SpilledBatch] = []
+            for bucket in sorted(by_symbol[symbol]):
+                batches += self.buckets[channel][(symbol, bucket)]
+                if sum(b.rows for b in batches) >= SORT_GROUP_ROWS:
+                    groups.append(_SortGroup(symbol, tuple(batches)))
+                    batches = []
+            if batches:
+                groups.append(_SortGroup(symbol, tuple(batches)))
+        return groups
+
+    def find_duplicates(self) -> tuple[dict[str, int], dict[str, frozenset[int]]]:
         """Note the exact duplicates of each channel (all but the first by source file and id) in
-        a table of the spill database; returns how many per channel. Candidates are found by a
-        hash of the payload, then compared exactly."""
+        a table of the spill database; returns how many per channel, and per channel the sort
+        groups (indices into `sort_groups`) that hold any. Candidates are found by a hash of the
+        duplicate key within each sort group, then compared exactly."""
         dropped: dict[str, int] = {}
-        files = self.files()
-        key = ", ".join(DUPLICATE_KEY)
+        flagged: dict[str, frozenset[int]] = {}
         for channel in CHANNELS:
-            cursor = self.con.cursor()
-            try:
-                schema = SPILL_SCHEMAS[channel]
-                cursor.register("hashes", _scan(files[channel], schema, ["dup_hash"]))
-                cursor.register(
-                    "spilled",
-                    _scan(
-                        files[channel],
-                        schema,
-                        ["source_file", "source_id", *DUPLICATE_KEY, "dup_hash"],
-                    ),
+            with _SpillReaders(SPILL_SCHEMAS[channel]) as readers:
+                table_name = self.dropped_table(channel)
+                self.con.execute(
+                    f"CREATE TABLE {table_name} (source_file VARCHAR, source_id BIGINT)"
                 )
-                cursor.execute(
-                    f"""
-                    CREATE TABLE {self.dropped_table(channel)} AS
-                    WITH candidates AS (
-                      SELECT dup_hash FROM hashes GROUP BY dup_hash HAVING count(*) > 1
-                    ),
-                    rows AS (
-                      SELECT source_file, source_id, {key} FROM spilled
-                      WHERE dup_hash IN (SELECT dup_hash FROM candidates)
-                    )
-                    SELECT source_file, source_id FROM (
-                      SELECT source_file, source_id, row_number() OVER (
-                        PARTITION BY {key} ORDER BY source_file, source_id) AS n
-                      FROM rows
-                    ) WHERE n > 1
-                    """
-                )
-                ((count,),) = cursor.execute(
-                    f"SELECT count(*) FROM {self.dropped_table(channel)}"
-                ).fetchall()
-            finally:
-                cursor.close()
-            dropped[channel] = count
-        return dropped
+                count, with_duplicates = 0, set()
+                for index, group in enumerate(self.sort_groups(channel)):
+                    hashes = readers.read(group.batches, ["dup_hash"]).column("dup_hash")
+                    if len(np.unique(np.asarray(hashes))) == len(hashes):
+                        continue
+                    rows = readers.read(group.batches, ["source_file", "source_id", *DUPLICATE_KEY])
+                    keep = _first_of_each_key(rows)
+                    if keep.all():
+                        continue  # equal hashes, different rows
+                    with_duplicates.add(index)
+                    gone = rows.select(["source_file", "source_id"]).filter(pa.array(~keep))
+                    count += gone.num_rows
+                    cursor = self.con.cursor()
+                    try:
+                        cursor.register("gone", gone)
+                        cursor.execute(f"INSERT INTO {table_name} SELECT * FROM gone")
+                    finally:
+                        cursor.close()
+                dropped[channel] = count
+                flagged[channel] = frozenset(with_duplicates)
+        return dropped, flagged
+
+
+@dataclass(frozen=True)
+class _SpilledBatch:
+    """One record batch of a spill file: all its rows of one (symbol, event-time bucket)."""
+
+    path: Path
+    index: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class _SortGroup:
+    """Consecutive event-time buckets of one symbol, sorted together."""
+
+    symbol: str
+    batches: tuple[_SpilledBatch, ...]
+
+
+_BUCKETS_PER_DAY = 86_400 // SORT_BUCKET_S
+
+
+class _SpillReaders:
+    """Open readers of spill files, by file and column subset, reading batches by index (plain
+    reads, not memory maps: a mapped spill would count in the process's resident memory)."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._open: dict[tuple[Path, tuple[str, ...]], tuple[Any, Any]] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for source, _ in self._open.values():
+            with contextlib.suppress(Exception):
+                source.close()
+        self._open.clear()
+
+    def read(self, batches: Sequence[_SpilledBatch], columns: Sequence[str]) -> pa.Table:
+        names = tuple(columns)
+        parts = []
+        for spilled in batches:
+            key = (spilled.path, names)
+            if key not in self._open:
+                source = pa.OSFile(str(spilled.path))
+                fields = [self.schema.get_field_index(name) for name in names]
+                options = pa.ipc.IpcReadOptions(included_fields=sorted(fields), use_threads=False)
+                self._open[key] = (source, pa.ipc.open_file(source, options=options))
+            parts.append(self._open[key][1].get_batch(spilled.index))
+        return pa.Table.from_batches(parts).select(list(names))
+
+
+def _first_of_each_key(rows: pa.Table) -> np.ndarray:
+    """Per row, whether it is the first (by source file, then id) of the rows sharing its
+    duplicate key (exchange, symbol, event time, payload): the rows bronze keeps."""
+    order = pc.sort_indices(rows, [("source_file", "ascending"), ("source_id", "ascending")])
+    ordered = rows.select(list(DUPLICATE_KEY)).take(order)
+    ordered = ordered.append_column("__row", pa.array(np.arange(rows.num_rows, dtype=np.int64)))
+    first = ordered.group_by(list(DUPLICATE_KEY), use_threads=False).aggregate([("__row", "min")])
+    keep = np.zeros(rows.num_rows, dtype=bool)
+    keep[np.asarray(order)[np.asarray(first.column("__row_min"))]] = True
+    return keep
 
 
 def _spill_table(channel: str, parsed: pa.Table, source_file: str) -> pa.Table:
