@@ -179,24 +179,33 @@ def test_impossible_times_in_the_collector_spelling_are_rejected(scratch, ts, as
     assert all("ts_utc" in reason for reason in reasons), reasons
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known gap in the staging export: it selects market_ticks by ingestion time as text, so a "
-        "row whose ingestion_ts_utc is not 'YYYY-MM-DDT...' text (another layout, an epoch "
-        "number) is in no window and is neither exported nor rejected (bronze quarantines it: "
-        "see test_bronze_quarantines_every_out_of_shape_timestamp_on_exactly_one_day)"
-    ),
+@pytest.mark.parametrize(
+    "undated",
+    [
+        "19/02/2026 10:30",
+        1771497000,
+        1771497000.25,
+        "1771497000",
+        "",
+        "2026-02-19 10:30:00",
+        "soon",
+    ],
 )
-def test_out_of_shape_timestamps_are_not_dropped_by_the_staging_export(scratch):
+def test_out_of_shape_timestamps_are_not_dropped_by_the_staging_export(scratch, undated):
+    """A row whose ingestion time is not the collectors' ISO-8601 text is in the window of the
+    row stored before it (after it, for the first row) and rejected there, naming the field."""
     rows = [
+        ("Binance", "BTCUSDT", "ticker", GOOD_TS, undated, GOOD_PAYLOAD["ticker"]),
         ("Binance", "BTCUSDT", "ticker", GOOD_TS, GOOD_TS, GOOD_PAYLOAD["ticker"]),
-        ("Binance", "BTCUSDT", "ticker", GOOD_TS, "19/02/2026 10:30", GOOD_PAYLOAD["ticker"]),
+        ("Binance", "BTCUSDT", "ticker", GOOD_TS, undated, GOOD_PAYLOAD["ticker"]),
         ("Binance", "BTCUSDT", "ticker", "1771497000", GOOD_TS, GOOD_PAYLOAD["ticker"]),
     ]
     path = _worker_file(scratch, rows)
-    exported, rejected, _ = _export_accounting(scratch, path)
-    assert sorted(exported + rejected) == [1, 2, 3]
+    exported, rejected, reasons = _export_accounting(scratch, path)
+    assert (exported, sorted(rejected)) == ([2], [1, 3, 4])
+    by_id = dict(zip(rejected, reasons))
+    for row_id in (1, 3):
+        assert by_id[row_id].startswith("timestamp_not_iso8601: ingestion_ts_utc: "), by_id
 
 
 NEXT_DAY_TS = "2026-02-20T00:10:00.000000Z"

@@ -17,11 +17,15 @@ What one run does, in order, holding a lock on the staging folder:
    text is read again with Python's sqlite3, which decides exactly as before): exchange and
    symbol are normalized once per distinct spelling (`lib.market.symbols`),
    the filters applied, and the rows appended to the outputs' hidden temporary files. Memory holds
-   one page, whatever the size of the source.
+   one page, whatever the size of the source. A tick whose ingestion time is not in the
+   collectors' shape is in no text range: it belongs to the window of the nearest row stored
+   before it with one (after it, for a file's first rows) and is rejected there
+   (`_UndatedPlacement`), found by a search confined to the ids the window read leaves out.
 4. **Put in place.** The journal is written, then every output is renamed to its canonical name,
    then its chain-of-custody sidecar, then `<export_base>_metadata.json`.
 5. **Commit.** With `update_state`, the state file's profile for `state_key` gets the new
-   watermarks (atomically); this is the commit point. The journal is removed.
+   watermarks and, per worker file, how far the search for ticks without a shaped ingestion
+   time got (atomically); this is the commit point. The journal is removed.
 
 A run that fails (or is killed) before the commit leaves the state untouched and, once the next
 run has recovered, no file of its own; rerunning exports the same rows.
@@ -107,6 +111,29 @@ _EXTENSIONS = {"sqlite": ".sqlite", "csv": ".csv", "json": ".jsonl"}
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
 TS_EXAMPLE = "2026-02-19T10:30:00.123456Z"
+# How the reason of a row whose timestamp is not in the collectors' ISO-8601 shape begins (the
+# code bronze's quarantine uses too).
+TIMESTAMP_NOT_ISO8601 = "timestamp_not_iso8601"
+# The collectors' shape as a SQLite GLOB ('.' is literal there) and as the same test in Python.
+# A market_ticks row whose ingestion time is not text in this shape (another layout such as
+# '19/02/2026 10:30', an epoch number, empty text) has no place in the text order the windows
+# select by: it is placed by the rows stored next to it (`_UndatedPlacement`).
+_SHAPE_GLOB = (
+    "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+    ".[0-9][0-9][0-9][0-9][0-9][0-9]Z"
+)
+_SHAPE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
+
+def _shaped_sql(column: str) -> str:
+    return f"(typeof({column}) = 'text' AND {column} GLOB '{_SHAPE_GLOB}')"
+
+
+def is_shaped(value: Any) -> bool:
+    """Whether a stored timestamp is text in the collectors' shape (the SQL test `_shaped_sql`)."""
+    return isinstance(value, str) and _SHAPE_RE.fullmatch(value) is not None
+
+
 _STATE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _TICK_COLUMNS = (
@@ -334,6 +361,37 @@ def stored_watermarks(state: dict[str, Any], key: str, path: Path) -> dict[str, 
         except StagingExportError as exc:
             raise StagingExportError(f"state file {path}, profile {key!r}: {exc}") from None
     return marks
+
+
+# Per worker file, how far the profile's runs have looked for market_ticks rows without a
+# collector ingestion time: `read_upto`, the highest id a run read; `settled_upto`, the highest id
+# up to which every such row has been rejected or belongs to a window before the runs'.
+UNDATED_STATE_FIELD = "market_ticks_undated"
+
+
+@dataclass(frozen=True)
+class UndatedProgress:
+    """One worker file's entry of `UNDATED_STATE_FIELD`."""
+
+    read_upto: int
+    settled_upto: int
+
+
+def stored_undated_progress(
+    state: dict[str, Any], key: str, path: Path
+) -> dict[str, UndatedProgress]:
+    """The profile's progress per worker file name (empty when the profile has none)."""
+    raw = (state["profiles"].get(key) or {}).get(UNDATED_STATE_FIELD) or {}
+    progress: dict[str, UndatedProgress] = {}
+    try:
+        for name, entry in raw.items():
+            progress[name] = UndatedProgress(int(entry["read_upto"]), int(entry["settled_upto"]))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise StagingExportError(
+            f"state file {path}, profile {key!r}: {UNDATED_STATE_FIELD} must map worker file "
+            'names to {"read_upto": id, "settled_upto": id}; remove the field to start over'
+        ) from None
+    return progress
 
 
 def _write_state(path: Path, key: str, profile: dict[str, Any]) -> None:
@@ -747,11 +805,34 @@ def _filter_mask(
     return pc.fill_null(keep, False)
 
 
+def _without_undated(page: pa.Table | list[tuple]) -> tuple[pa.Table | list[tuple], list[tuple]]:
+    """(the page without its rows whose ingestion time is not in the collectors' shape, those
+    rows as Python tuples): a window does not select them by their text, `_UndatedPlacement`
+    places them."""
+    if isinstance(page, pa.Table):
+        column = page.column("ingestion_ts_utc")
+        shaped = pc.fill_null(pc.match_substring_regex(column, f"^{_SHAPE_RE.pattern}$"), False)
+        if pc.all(shaped).as_py():
+            return page, []
+        undated = page.filter(pc.invert(shaped))
+        rows = list(zip(*(c.to_pylist() for c in undated.columns)))
+        return page.filter(shaped), [tuple(r[: len(_TICK_COLUMNS)]) for r in rows]
+    undated = [row for row in page if not is_shaped(row[5])]
+    if not undated:
+        return page, []
+    return [row for row in page if is_shaped(row[5])], undated
+
+
 def _tick_batches(
-    page: list[tuple], source_file: str, names: _Names, options: ExportOptions, tally: _Tally
-) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+    page: pa.Table | list[tuple],
+    source_file: str,
+    names: _Names,
+    options: ExportOptions,
+    tally: _Tally,
+) -> tuple[pa.RecordBatch, pa.RecordBatch | None, list[tuple]]:
     """One page of market_ticks (an Arrow page of text, or Python rows) as (exported rows,
-    rejected rows or None)."""
+    rejected rows or None, the rows whose ingestion time is not in the collectors' shape, left
+    for `_UndatedPlacement`)."""
     if isinstance(page, pa.Table):
         id_a, exchange_raw, symbol_raw, channel_a, event_a, ingest_a, payload_a = (
             c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in page.columns
@@ -763,10 +844,19 @@ def _tick_batches(
         channel_a, payload_a = _text_array(channel), _text_array(payload)
         event_a, ingest_a = _text_array(event_ts), _text_array(ingest_ts)
     rows = len(id_a)
+    ingest_ok = _ts_valid(ingest_a)
+    if not pc.all(ingest_ok).as_py():
+        # Only a page with an invalid ingestion time pays for looking for undated ones.
+        dated, undated = _without_undated(page)
+        if undated:
+            if len(dated) == 0:
+                return pa.RecordBatch.from_pylist([], schema=MARKET_TICK_SCHEMA), None, undated
+            batch, rejects, _ = _tick_batches(dated, source_file, names, options, tally)
+            return batch, rejects, undated
     (norm_exchange, norm_symbol, base, quote), names_ok, reasons = _normalize_names(
         names, exchange_raw, symbol_raw
     )
-    event_ok, ingest_ok = _ts_valid(event_a), _ts_valid(ingest_a)
+    event_ok = _ts_valid(event_a)
     present = [pc.is_valid(channel_a), pc.is_valid(payload_a)]
     ok = _all_true([names_ok, event_ok, ingest_ok, *present], rows)
     rejects = None
@@ -823,7 +913,7 @@ def _tick_batches(
     tally.exported_exchanges |= _uniques(batch.column("exchange"))
     tally.exported_assets |= _uniques(batch.column("base_asset"))
     tally.see_max(MARKET_TICKS, batch.column("ingestion_ts_utc"))
-    return batch, rejects
+    return batch, rejects, []
 
 
 def _event_batches(
@@ -876,6 +966,246 @@ def _event_batches(
     tally.exported_exchanges |= _uniques(batch.column("exchange"))
     tally.see_max(CONNECTION_EVENTS, batch.column("event_ts_utc"))
     return batch, rejects
+
+
+_NO_ID = -(2**63)
+
+
+class _IdGaps:
+    """The ids read from one file whose ingestion time is in the shape (the window's dated
+    rows, in id order), kept as their first and last id and the gaps between them.
+
+    A row placed in the window lies next to such a row but is not one, so only the gaps can hold
+    one: a collector's ids have none, and a window read is searched no further. Past `MAX_GAPS`
+    gaps they are merged into one stretch, so that the search stays a few statements.
+    """
+
+    MAX_GAPS = 64
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.last: int | None = None
+        self.gaps: list[tuple[int, int]] = []  # (after, before), both exclusive
+
+    def add(self, page: pa.Table | list[tuple], undated: Sequence[tuple]) -> None:
+        if isinstance(page, pa.Table):
+            ids = page.column("id").combine_chunks()
+        else:
+            ids = pa.array([r[0] for r in page], pa.int64())
+        if undated:
+            ids = pc.filter(ids, pc.invert(pc.is_in(ids, pa.array([r[0] for r in undated]))))
+        if len(ids) == 0:
+            return
+        head, tail = ids[0].as_py(), ids[-1].as_py()
+        if self.last is None:
+            self.first = head
+        elif head - self.last > 1:
+            self._gap(self.last, head)
+        if tail - head + 1 != len(ids):
+            steps = pc.subtract(ids[1:], ids[:-1])
+            for i in pc.indices_nonzero(pc.greater(steps, 1)).to_pylist():
+                self._gap(ids[i].as_py(), ids[i + 1].as_py())
+        self.last = tail
+
+    def _gap(self, after: int, before: int) -> None:
+        if len(self.gaps) >= self.MAX_GAPS:
+            self.gaps = [(self.gaps[0][0], before)]
+        else:
+            self.gaps.append((after, before))
+
+
+class _UndatedPlacement:
+    """Which window the market_ticks rows of one worker file whose ingestion time is not in the
+    collectors' shape belong to (another layout such as '19/02/2026 10:30', an epoch number,
+    empty text): no time is guessed for them, and none is lost or counted twice.
+
+    Such a row belongs to the window of the nearest row stored before it (by id) whose ingestion
+    time is in the shape, or, for the rows before the file's first such row, of that first one
+    (the rule bronze follows for days). It is rejected there, never exported, with a reason
+    starting `timestamp_not_iso8601:`, and that neighbour's time counts for the watermark, so the
+    next incremental window does not hold it again. An incremental run also rejects a row stored
+    after its neighbour's window was exported (the row's id is above the `read_upto` of the
+    profile's previous run), which no window would hold any more, and a row of a file that holds
+    no shaped ingestion time at all yet (the run that reads it first; the profile's progress
+    keeps the next incremental runs from reading it again). A row whose neighbour lies after the
+    window waits for that window: `settled_upto` stays below it.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        bounds: Bounds,
+        max_id: int | None,
+        read_before: int | None,
+    ) -> None:
+        self.conn, self.path, self.max_id = conn, path, max_id
+        self.lower, self.upper = format_ts(bounds.lower_utc), format_ts(bounds.upper_utc)
+        self.lower_inclusive = bounds.lower_inclusive
+        self.read_before = read_before
+        # The nearest row with a shaped ingestion time at or before `checked`.
+        self.previous: tuple[int, str] | None = None
+        self.checked = _NO_ID
+        self.first: tuple[str] | None | bool = False  # False: not looked up yet
+        self.first_waiting: int | None = None
+
+    def _one(self, sql: str, params: tuple) -> tuple | None:
+        try:
+            return self.conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            if is_transient(exc):
+                raise
+            raise WorkerFileError(
+                self.path,
+                f"cannot read market_ticks of worker file {self.path} ({exc}); expected an "
+                "intact collector SQLite file",
+            ) from exc
+
+    def _neighbour(self, row_id: int) -> tuple[str, str] | None:
+        """(ingestion time, 'before' or 'after') of the row `row_id` is placed by; rows come in
+        id order, so each stretch of the file is searched once."""
+        found = self._one(
+            "SELECT id, ingestion_ts_utc FROM market_ticks WHERE id > ? AND id < ? "
+            f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id DESC LIMIT 1",
+            (self.checked, row_id),
+        )
+        if found is not None:
+            self.previous = found
+        self.checked = max(self.checked, row_id)
+        if self.previous is not None:
+            return self.previous[1], "before"
+        if self.first is False:
+            self.first = self._one(
+                "SELECT ingestion_ts_utc FROM market_ticks WHERE id > ? AND id <= ? "
+                f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id LIMIT 1",
+                (row_id, self.max_id),
+            )
+        return (self.first[0], "after") if self.first else None  # type: ignore[index]
+
+    def place(self, rows: Sequence[tuple]) -> tuple[list[tuple], list[str], list[str]]:
+        """(the rows rejected in this window, their reasons, the neighbours' ingestion times
+        that count for the watermark), for rows in id order."""
+        here: list[tuple] = []
+        reasons: list[str] = []
+        times: list[str] = []
+        for row in rows:
+            found = self._neighbour(row[0])
+            neighbour, side = found if found is not None else (None, "")
+            above = neighbour is not None and (
+                neighbour > self.lower or (self.lower_inclusive and neighbour == self.lower)
+            )
+            if neighbour is None:
+                how = (
+                    "by the run that read it first: no row of the file has a collector "
+                    "ingestion time yet"
+                )
+            elif above and neighbour <= self.upper:
+                times.append(neighbour)
+                how = f"in the window of the row stored {side} it, ingested {neighbour}"
+            elif not above and self.read_before is not None and row[0] > self.read_before:
+                how = (
+                    f"stored after the window of the row before it (ingested {neighbour}) "
+                    "was exported"
+                )
+            elif above:
+                # Its neighbour's window is still to come.
+                if self.first_waiting is None:
+                    self.first_waiting = row[0]
+                continue
+            else:
+                continue  # before the window, as its neighbour is
+            here.append(row)
+            reasons.append(
+                f"{TIMESTAMP_NOT_ISO8601}: ingestion_ts_utc: expected UTC ISO-8601 text like "
+                f"{TS_EXAMPLE!r}, got {_describe(row[5])}; rejected {how}"
+            )
+        return here, reasons, times
+
+    def window_stretches(self, read: _IdGaps) -> tuple[list[tuple[int, int]], int | None]:
+        """The id stretches (after, upto] that can hold rows placed in this window, given the
+        ids of the window's dated rows, and the id up to which they and the dated rows between
+        them cover the file from its start (None: they do not start there).
+
+        A placed row lies after its neighbour, a dated row of the window, and before the next
+        dated row; or, placed by the file's first dated row, before it. So it lies in a gap
+        between the window's dated rows, before the first one when that is the file's first, or
+        between the last one and the next dated row. A file without a dated row is searched
+        whole. The window read itself is left as it was.
+        """
+        if self.max_id is None:
+            return [], None
+        if read.first is None or read.last is None:
+            any_shaped = self._one(
+                "SELECT 1 FROM market_ticks WHERE id <= ? "
+                f"AND {_shaped_sql('ingestion_ts_utc')} LIMIT 1",
+                (self.max_id,),
+            )
+            return ([], None) if any_shaped else ([(_NO_ID, self.max_id)], self.max_id)
+        before = self._one(
+            "SELECT 1 FROM market_ticks WHERE id < ? "
+            f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id DESC LIMIT 1",
+            (read.first,),
+        )
+        after = self._one(
+            "SELECT id FROM market_ticks WHERE id > ? AND id <= ? "
+            f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id LIMIT 1",
+            (read.last, self.max_id),
+        )
+        stretches = [] if before else [(_NO_ID, read.first - 1)]
+        stretches += [(a, b - 1) for a, b in read.gaps]
+        upto = after[0] - 1 if after else self.max_id
+        if upto > read.last:
+            stretches.append((read.last, upto))
+        return stretches, None if before else upto
+
+    def settled_upto(self, searched_upto: int) -> int:
+        """The id up to which no row waits, of the ids searched (up to `searched_upto`)."""
+        return searched_upto if self.first_waiting is None else self.first_waiting - 1
+
+
+def _undated_pages(
+    conn: sqlite3.Connection, path: Path, after: int, max_id: int | None, chunk_size: int
+) -> Iterator[list[tuple]]:
+    """The market_ticks rows with `after < id <= max_id` whose ingestion time is not in the
+    collectors' shape, in id order, `chunk_size` at a time."""
+    if max_id is None:
+        return
+    sql = (
+        f"SELECT {', '.join(_TICK_COLUMNS)} FROM market_ticks WHERE id > ? AND id <= ? "
+        f"AND NOT {_shaped_sql('ingestion_ts_utc')} ORDER BY id LIMIT ?"
+    )
+    last = after
+    while True:
+        try:
+            page = conn.execute(sql, (last, max_id, chunk_size)).fetchall()
+        except sqlite3.Error as exc:
+            if is_transient(exc):
+                raise
+            raise WorkerFileError(
+                path,
+                f"cannot read market_ticks of worker file {path} ({exc}); expected an intact "
+                "collector SQLite file",
+            ) from exc
+        if page:
+            yield page
+        if len(page) < chunk_size:
+            return
+        last = page[-1][0]
+
+
+def _reject_undated(
+    placement: _UndatedPlacement,
+    rows: Sequence[tuple],
+    source_file: str,
+    output: _Output,
+    tally: _Tally,
+) -> None:
+    here, reasons, times = placement.place(rows)
+    if here:
+        output.write(REJECTS, _reject_rows(source_file, MARKET_TICKS, here, _TICK_COLUMNS, reasons))
+    if times:
+        column = pa.array(times, pa.string())
+        tally.see_max(MARKET_TICKS, pc.filter(column, _ts_valid(column)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1179,6 +1509,9 @@ class ExportResult:
     options: ExportOptions
     skipped: dict[str, str]
     removed_on_recovery: list[str] = field(default_factory=list)
+    # Per worker file: how far the search for rows without a collector ingestion time got
+    # (stored with the watermarks).
+    undated_progress: dict[str, UndatedProgress] = field(default_factory=dict)
     committed: bool = False
     rolled_back: bool = False
 
@@ -1229,7 +1562,13 @@ def write_export(
     end_utc = options.end_utc or started
     default_start, end_utc = export_window(options.hours, end_utc)
     state_path = staging_dir / STATE_FILE_NAME
-    previous = stored_watermarks(read_state(state_path), options.state_key, state_path)
+    state = read_state(state_path)
+    previous = stored_watermarks(state, options.state_key, state_path)
+    previous_undated = stored_undated_progress(state, options.state_key, state_path)
+    # An incremental run knows how far the profile's runs settled the rows without a collector
+    # ingestion time, so it looks for them only beyond; other runs look in every row.
+    after_watermark = options.incremental and previous[MARKET_TICKS] is not None
+    undated_progress: dict[str, UndatedProgress] = {}
     bounds = {
         table: query_bounds(
             default_start, end_utc, previous[table], incremental=options.incremental, table=table
@@ -1264,14 +1603,51 @@ def write_export(
                 max_ids = {
                     t: conn.execute(f"SELECT max(id) FROM {t}").fetchone()[0] for t in needed
                 }
+                max_tick = max_ids[MARKET_TICKS]
+                known = previous_undated.get(path.name)
+                if known is not None and (max_tick is None or known.read_upto > max_tick):
+                    known = None  # not the file the profile read (replaced or rewritten)
+                # An incremental run knows how far the profile's runs settled the rows without a
+                # collector ingestion time: it searches only beyond (the rows stored since).
+                progress = known if options.incremental else None
+                placement = _UndatedPlacement(
+                    conn,
+                    path,
+                    bounds[MARKET_TICKS],
+                    max_tick,
+                    # Rows stored after the previous run read the file: late for their window.
+                    progress.read_upto if progress is not None and after_watermark else None,
+                )
+                read = _IdGaps()
                 pages = _ArrowTickPages(path, conn, busy_timeout_s)
-                for page in pages.read(
-                    bounds[MARKET_TICKS], options.chunk_size, max_ids[MARKET_TICKS]
-                ):
-                    batch, rejects = _tick_batches(page, path.name, names, options, tally)
+                for page in pages.read(bounds[MARKET_TICKS], options.chunk_size, max_tick):
+                    batch, rejects, undated = _tick_batches(page, path.name, names, options, tally)
                     output.write(MARKET_TICKS, batch)
                     if rejects is not None:
                         output.write(REJECTS, rejects)
+                    if progress is None:
+                        read.add(page, undated)
+                if progress is not None:
+                    stretches = [] if max_tick is None else [(progress.settled_upto, max_tick)]
+                    searched_upto = max_tick
+                else:
+                    stretches, searched_upto = placement.window_stretches(read)
+                for after, upto in stretches:
+                    for undated in _undated_pages(conn, path, after, upto, options.chunk_size):
+                        _reject_undated(placement, undated, path.name, output, tally)
+                if max_tick is not None:
+                    if known is not None and progress is None:
+                        settled = known.settled_upto  # a run outside the profile's sequence
+                    elif searched_upto is not None:
+                        # Searched from the file's start (or from what was settled) up to here.
+                        settled = placement.settled_upto(searched_upto)
+                    else:
+                        # Only a stretch (or nothing) was searched: what lies before is not known.
+                        settled = _NO_ID
+                    undated_progress[path.name] = UndatedProgress(
+                        read_upto=max(max_tick, known.read_upto if known else max_tick),
+                        settled_upto=settled,
+                    )
                 if options.include_connection_events:
                     for page in _pages(
                         conn,
@@ -1439,6 +1815,7 @@ def write_export(
         state_path=state_path,
         options=options,
         skipped=skipped,
+        undated_progress={**previous_undated, **undated_progress},
     )
 
 
@@ -1467,6 +1844,10 @@ def commit(result: ExportResult) -> None:
                 "last_metadata_file": result.metadata_path.name,
                 "updated_utc": format_ts(dt.datetime.now(dt.UTC)),
                 "filters": result.metadata["filters"],
+                UNDATED_STATE_FIELD: {
+                    name: {"read_upto": p.read_upto, "settled_upto": p.settled_upto}
+                    for name, p in sorted(result.undated_progress.items())
+                },
             },
         )
     (result.staging_dir / JOURNAL_FILE_NAME).unlink(missing_ok=True)
