@@ -166,11 +166,7 @@ Content-Type, and its default bind address is read from `make_server` and the CL
 {gaps}
 """
 
-KNOWN_GAPS = """- A connection event whose `event_ts_utc` has no date is in no staging export window (bronze
-  quarantines it on the nearest dated row's day: `docs/market_data.md`). Market ticks with an
-  undated ingestion time are rejected in exactly one staging window
-  (`test_out_of_shape_timestamps_are_not_dropped_by_the_staging_export`).
-- A tick whose ingestion time has the collectors' shape but is impossible (`...T25:00:00...Z`)
+KNOWN_GAPS = """- A tick whose ingestion time has the collectors' shape but is impossible (`...T25:00:00...Z`)
   is rejected in its text window; when it is the latest text of a window it does not move the
   watermark, so the next incremental run can reject it a second time (counted twice, never lost).
 - A GEX job whose enqueue was killed before its file was staged stays `pending` until it is older

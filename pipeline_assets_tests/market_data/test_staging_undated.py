@@ -1,6 +1,7 @@
-"""Market ticks whose ingestion time is not the collectors' ISO-8601 text: placed in the window of
-the nearest dated row stored before them (after them, for a file's first rows) and rejected
-there, exactly once across consecutive incremental runs, whether rows arrive between runs or not."""
+"""Market ticks whose ingestion time, and connection events whose event time, is not the
+collectors' ISO-8601 text: placed in the window of the nearest dated row of their table stored
+before them (after them, for a file's first rows) and rejected there, exactly once across
+consecutive incremental runs, whether rows arrive between runs or not."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline_assets.lib.market.demo_sources import CONNECTION_EVENTS_DDL, MARKE
 from pipeline_assets.lib.market.staging_export import (
     STATE_FILE_NAME,
     UNDATED_STATE_FIELD,
+    UNDATED_STATE_FIELDS,
     export_options,
     read_export_rows,
     run_staging_export,
@@ -36,6 +38,9 @@ UNDATED_VALUES = [
     None,
 ]
 FILES = ("worker_01.db", "worker_02.db")
+TICKS, EVENTS = "market_ticks", "connection_events"
+# The column each table's windows select by.
+TIME_COLUMN = {TICKS: "ingestion_ts_utc", EVENTS: "event_ts_utc"}
 
 
 def _ts(minute: int) -> str:
@@ -48,12 +53,12 @@ def _end(minute: int) -> str:
 
 def _create(path: Path) -> None:
     conn = sqlite3.connect(path)
-    # The collector schema, except that ingestion_ts_utc may hold NULL here (loosely typed
+    # The collector schema, except that the window times may hold NULL here (loosely typed
     # SQLite files have been seen to).
     conn.execute(
         MARKET_TICKS_DDL.replace("ingestion_ts_utc TEXT NOT NULL", "ingestion_ts_utc TEXT")
     )
-    conn.execute(CONNECTION_EVENTS_DDL)
+    conn.execute(CONNECTION_EVENTS_DDL.replace("event_ts_utc TEXT NOT NULL", "event_ts_utc TEXT"))
     conn.commit()
     conn.close()
 
@@ -71,6 +76,50 @@ def _append(path: Path, ingestion: list[object]) -> list[int]:
             ids.append(cursor.lastrowid)
     conn.close()
     return ids
+
+
+def _append_events(path: Path, event_times: list[object]) -> list[int]:
+    conn = sqlite3.connect(path)
+    ids = []
+    with conn:
+        for value in event_times:
+            cursor = conn.execute(
+                "INSERT INTO connection_events (exchange, worker_id, event_type, event_ts_utc, "
+                "details) VALUES ('Binance', 'w1', 'connected', ?, NULL)",
+                (value,),
+            )
+            ids.append(cursor.lastrowid)
+    conn.close()
+    return ids
+
+
+def _run_tables(root: Path, end_minute: int, *, state_key: str = "u"):
+    """(result, exported, rejected) with keys (file, table, id) over both tables."""
+    result = run_staging_export(
+        export_options(
+            hours=24 * 30,
+            end_utc=_end(end_minute),
+            incremental=True,
+            update_state=True,
+            state_key=state_key,
+            chunk_size=3,
+            include_connection_events=True,
+        ),
+        worker_files=sorted((root / "source/workers").glob("*.db")),
+        input_glob="source/workers/*.db",
+        data_root=root,
+        staging_dir=root / "staging",
+    )
+    exported = [
+        (r["source_file"], table, int(r["source_id"]))
+        for table in (TICKS, EVENTS)
+        for r in read_export_rows(result, table)
+    ]
+    rejected = {
+        (r["source_file"], r["source_table"], int(r["source_id"])): r["reason"]
+        for r in read_export_rows(result, "rejects")
+    }
+    return result, exported, rejected
 
 
 def _run(root: Path, end_minute: int, *, state_key: str = "u"):
@@ -97,9 +146,11 @@ def _run(root: Path, end_minute: int, *, state_key: str = "u"):
     return result, exported, rejected
 
 
-# A row of a batch: a dated row (True) or an undated one (the index of its value), in one file.
+# A row of a batch: a dated row (True) or an undated one (the index of its value), in one table
+# of one file.
 rows_strategy = st.tuples(
     st.sampled_from(FILES),
+    st.sampled_from((TICKS, EVENTS)),
     st.one_of(st.just(True), st.integers(0, len(UNDATED_VALUES) - 1)),
 )
 
@@ -122,20 +173,21 @@ def test_every_row_is_exported_or_rejected_exactly_once(batches, lags, append_be
         for name in FILES:
             _create(folder / name)
         minute = 0
-        # key -> the minute that decides its window (its own, or its neighbour's), filled below
-        kinds: dict[tuple[str, int], bool | None] = {}
-        dated_minute: dict[tuple[str, int], int] = {}
+        # key (file, table, id) -> whether the row is dated, and a dated row's minute
+        kinds: dict[tuple[str, str, int], bool | None] = {}
+        dated_minute: dict[tuple[str, str, int], int] = {}
 
         def write(batch) -> None:
             nonlocal minute
-            for name, kind in batch:
+            for name, table, kind in batch:
+                append = _append if table == TICKS else _append_events
                 if kind is True:
-                    minute += 1  # ingestion times grow with ids, as a collector writes them
-                    (row_id,) = _append(folder / name, [_ts(minute)])
-                    dated_minute[(name, row_id)] = minute
+                    minute += 1  # window times grow with ids, as a collector writes them
+                    (row_id,) = append(folder / name, [_ts(minute)])
+                    dated_minute[(name, table, row_id)] = minute
                 else:
-                    (row_id,) = _append(folder / name, [UNDATED_VALUES[kind]])
-                kinds[(name, row_id)] = kind is True
+                    (row_id,) = append(folder / name, [UNDATED_VALUES[kind]])
+                kinds[(name, table, row_id)] = kind is True
 
         if not append_between_runs:
             for batch in batches:
@@ -154,7 +206,7 @@ def test_every_row_is_exported_or_rejected_exactly_once(batches, lags, append_be
             if run == len(batches) - 1:
                 end_minute = 10_000
             ends_by_run.append(end_minute)
-            _, exported, rejected = _run(root, end_minute)
+            _, exported, rejected = _run_tables(root, end_minute)
             for key in [*exported, *rejected]:
                 assert key not in seen, (key, seen[key], run)
                 seen[key] = run
@@ -162,24 +214,26 @@ def test_every_row_is_exported_or_rejected_exactly_once(batches, lags, append_be
                 assert kinds[key], key  # an undated row is never exported
             for key, reason in rejected.items():
                 assert not kinds[key], (key, reason)
-                assert reason.startswith("timestamp_not_iso8601: ingestion_ts_utc: "), reason
+                assert reason.startswith(f"timestamp_not_iso8601: {TIME_COLUMN[key[1]]}: "), reason
         # Nothing lost: every row was exported or rejected, by exactly one run.
         assert set(seen) == set(kinds)
         if not append_between_runs:
             # Every row was there from the start: a row's run is the first whose end reaches
-            # its ingestion time, or for an undated row its neighbour's (the nearest dated row
-            # before it, after it for a file's first rows); with no dated row, the first run.
-            for (name, row_id), run in seen.items():
-                dated = sorted(i for (f, i) in dated_minute if f == name)
+            # its window time, or for an undated row its neighbour's (the nearest dated row of
+            # its table before it, after it for a file's first rows); with no dated row, the
+            # first run.
+            for (name, table, row_id), run in seen.items():
+                dated = sorted(i for (f, t, i) in dated_minute if (f, t) == (name, table))
                 before = [i for i in dated if i <= row_id]
                 after = [i for i in dated if i > row_id]
                 anchor = before[-1] if before else (after[0] if after else None)
                 if anchor is None:
                     assert run == 0
                     continue
-                at = dated_minute[(name, anchor)]
+                at = dated_minute[(name, table, anchor)]
                 assert run == min(k for k, e in enumerate(ends_by_run) if at <= e), (
                     name,
+                    table,
                     row_id,
                     at,
                     ends_by_run,
@@ -291,3 +345,38 @@ def test_an_undated_row_before_the_windows_dated_rows_is_not_passed_over(tmp_pat
     assert _run(tmp_path, 10)[1:] == ([], {})
     _, exported, rejected = _run(tmp_path, 30)
     assert (exported, list(rejected)) == ([(FILES[0], 1)], [(FILES[0], 2)])
+
+
+def test_an_undated_connection_event_is_rejected_in_its_neighbours_window_once(tmp_path):
+    """Connection events follow the rule by their own ids and event_ts_utc, apart from ticks."""
+    folder = tmp_path / "source/workers"
+    folder.mkdir(parents=True)
+    path = folder / FILES[0]
+    _create(path)
+    _append(path, [_ts(1)])
+    _append_events(path, ["2026-02-19 00:00:30", _ts(2), _ts(10), 1771497000, _ts(11)])
+    _, exported, rejected = _run_tables(tmp_path, 5)
+    # Event 1 precedes the table's first dated event (minute 2): rejected in that window.
+    assert exported == [(FILES[0], TICKS, 1), (FILES[0], EVENTS, 2)]
+    assert list(rejected) == [(FILES[0], EVENTS, 1)]
+    assert rejected[(FILES[0], EVENTS, 1)].startswith(
+        "timestamp_not_iso8601: event_ts_utc: expected UTC ISO-8601 text"
+    )
+    assert "in the window of the row stored after it" in rejected[(FILES[0], EVENTS, 1)]
+    state = json.loads((tmp_path / "staging" / STATE_FILE_NAME).read_text())
+    # Event 4 waits for the window of event 3 (minute 10).
+    assert state["profiles"]["u"][UNDATED_STATE_FIELDS[EVENTS]][FILES[0]]["settled_upto"] < 4
+    _, exported, rejected = _run_tables(tmp_path, 10)
+    assert exported == [(FILES[0], EVENTS, 3)]
+    assert list(rejected) == [(FILES[0], EVENTS, 4)]
+    _append_events(path, ["soon", _ts(12)])
+    _, exported, rejected = _run_tables(tmp_path, 20)
+    assert exported == [(FILES[0], EVENTS, 5), (FILES[0], EVENTS, 7)]
+    assert list(rejected) == [(FILES[0], EVENTS, 6)]
+    _, exported, rejected = _run_tables(tmp_path, 30)
+    assert (exported, rejected) == ([], {})
+    state = json.loads((tmp_path / "staging" / STATE_FILE_NAME).read_text())
+    assert state["profiles"]["u"][UNDATED_STATE_FIELDS[EVENTS]] == {
+        FILES[0]: {"read_upto": 7, "settled_upto": 7}
+    }
+    assert state["profiles"]["u"]["connection_events_event_ts_utc"] == _end(12)

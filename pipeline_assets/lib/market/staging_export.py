@@ -148,6 +148,26 @@ _TICK_COLUMNS = (
 _EVENT_COLUMNS = ("id", "exchange", "worker_id", "event_type", "event_ts_utc", "details")
 
 
+@dataclass(frozen=True)
+class _TimedTable:
+    """A collector table as the windows select it: by the text of one time column, whose rows
+    without such text are placed by `_UndatedPlacement`."""
+
+    table: str
+    columns: tuple[str, ...]
+    ts_column: str
+
+    @property
+    def ts_index(self) -> int:
+        return self.columns.index(self.ts_column)
+
+
+_TIMED_TABLES = {
+    MARKET_TICKS: _TimedTable(MARKET_TICKS, _TICK_COLUMNS, "ingestion_ts_utc"),
+    CONNECTION_EVENTS: _TimedTable(CONNECTION_EVENTS, _EVENT_COLUMNS, "event_ts_utc"),
+}
+
+
 class StagingExportError(ValueError):
     """A configuration, state file or source the exporter cannot use; the message says what and
     what was expected."""
@@ -363,10 +383,15 @@ def stored_watermarks(state: dict[str, Any], key: str, path: Path) -> dict[str, 
     return marks
 
 
-# Per worker file, how far the profile's runs have looked for market_ticks rows without a
-# collector ingestion time: `read_upto`, the highest id a run read; `settled_upto`, the highest id
-# up to which every such row has been rejected or belongs to a window before the runs'.
+# Per worker file, how far the profile's runs have looked for rows without a collector time
+# (market_ticks' ingestion time, connection_events' event time): `read_upto`, the highest id a run
+# read; `settled_upto`, the highest id up to which every such row has been rejected or belongs to
+# a window before the runs'. One field per table.
 UNDATED_STATE_FIELD = "market_ticks_undated"
+UNDATED_STATE_FIELDS = {
+    MARKET_TICKS: UNDATED_STATE_FIELD,
+    CONNECTION_EVENTS: "connection_events_undated",
+}
 
 
 @dataclass(frozen=True)
@@ -378,17 +403,18 @@ class UndatedProgress:
 
 
 def stored_undated_progress(
-    state: dict[str, Any], key: str, path: Path
+    state: dict[str, Any], key: str, path: Path, table: str = MARKET_TICKS
 ) -> dict[str, UndatedProgress]:
-    """The profile's progress per worker file name (empty when the profile has none)."""
-    raw = (state["profiles"].get(key) or {}).get(UNDATED_STATE_FIELD) or {}
+    """The profile's progress for `table` per worker file name (empty when it has none)."""
+    state_field = UNDATED_STATE_FIELDS[table]
+    raw = (state["profiles"].get(key) or {}).get(state_field) or {}
     progress: dict[str, UndatedProgress] = {}
     try:
         for name, entry in raw.items():
             progress[name] = UndatedProgress(int(entry["read_upto"]), int(entry["settled_upto"]))
     except (AttributeError, KeyError, TypeError, ValueError):
         raise StagingExportError(
-            f"state file {path}, profile {key!r}: {UNDATED_STATE_FIELD} must map worker file "
+            f"state file {path}, profile {key!r}: {state_field} must map worker file "
             'names to {"read_upto": id, "settled_upto": id}; remove the field to start over'
         ) from None
     return progress
@@ -805,22 +831,24 @@ def _filter_mask(
     return pc.fill_null(keep, False)
 
 
-def _without_undated(page: pa.Table | list[tuple]) -> tuple[pa.Table | list[tuple], list[tuple]]:
-    """(the page without its rows whose ingestion time is not in the collectors' shape, those
+def _without_undated(
+    page: pa.Table | list[tuple], spec: _TimedTable
+) -> tuple[pa.Table | list[tuple], list[tuple]]:
+    """(the page without its rows whose window time is not in the collectors' shape, those
     rows as Python tuples): a window does not select them by their text, `_UndatedPlacement`
     places them."""
     if isinstance(page, pa.Table):
-        column = page.column("ingestion_ts_utc")
+        column = page.column(spec.ts_column)
         shaped = pc.fill_null(pc.match_substring_regex(column, f"^{_SHAPE_RE.pattern}$"), False)
         if pc.all(shaped).as_py():
             return page, []
         undated = page.filter(pc.invert(shaped))
         rows = list(zip(*(c.to_pylist() for c in undated.columns)))
-        return page.filter(shaped), [tuple(r[: len(_TICK_COLUMNS)]) for r in rows]
-    undated = [row for row in page if not is_shaped(row[5])]
+        return page.filter(shaped), [tuple(r[: len(spec.columns)]) for r in rows]
+    undated = [row for row in page if not is_shaped(row[spec.ts_index])]
     if not undated:
         return page, []
-    return [row for row in page if is_shaped(row[5])], undated
+    return [row for row in page if is_shaped(row[spec.ts_index])], undated
 
 
 def _tick_batches(
@@ -847,7 +875,7 @@ def _tick_batches(
     ingest_ok = _ts_valid(ingest_a)
     if not pc.all(ingest_ok).as_py():
         # Only a page with an invalid ingestion time pays for looking for undated ones.
-        dated, undated = _without_undated(page)
+        dated, undated = _without_undated(page, _TIMED_TABLES[MARKET_TICKS])
         if undated:
             if len(dated) == 0:
                 return pa.RecordBatch.from_pylist([], schema=MARKET_TICK_SCHEMA), None, undated
@@ -918,15 +946,24 @@ def _tick_batches(
 
 def _event_batches(
     page: list[tuple], source_file: str, names: _Names, options: ExportOptions, tally: _Tally
-) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
-    """One page of connection_events as (exported rows, rejected rows or None)."""
+) -> tuple[pa.RecordBatch, pa.RecordBatch | None, list[tuple]]:
+    """One page of connection_events as (exported rows, rejected rows or None, the rows whose
+    event time is not in the collectors' shape, left for `_UndatedPlacement`)."""
     ids, exchange, worker_id, event_type, event_ts, details = zip(*page)
-    exchange_raw = _text_array(exchange)
-    worker_a, type_a, event_a, details_a = (
-        _text_array(c) for c in (worker_id, event_type, event_ts, details)
-    )
-    (norm_exchange,), names_ok, reasons = _normalize_names(names, exchange_raw, None)
+    event_a = _text_array(event_ts)
     event_ok = _ts_valid(event_a)
+    if not pc.all(event_ok).as_py():
+        # Text such as '2026-02-19 10:30:00' sorts inside a window without being a time in it.
+        dated, undated = _without_undated(page, _TIMED_TABLES[CONNECTION_EVENTS])
+        if undated:
+            if not dated:
+                empty = pa.RecordBatch.from_pylist([], schema=CONNECTION_EVENT_SCHEMA)
+                return empty, None, undated
+            batch, rejects, _ = _event_batches(dated, source_file, names, options, tally)  # type: ignore[arg-type]
+            return batch, rejects, undated
+    exchange_raw = _text_array(exchange)
+    worker_a, type_a, details_a = (_text_array(c) for c in (worker_id, event_type, details))
+    (norm_exchange,), names_ok, reasons = _normalize_names(names, exchange_raw, None)
     ok = _all_true([names_ok, event_ok, pc.is_valid(worker_a), pc.is_valid(type_a)], len(page))
     rejects = None
     if not pc.all(ok).as_py():
@@ -965,7 +1002,7 @@ def _event_batches(
     ).filter(keep)
     tally.exported_exchanges |= _uniques(batch.column("exchange"))
     tally.see_max(CONNECTION_EVENTS, batch.column("event_ts_utc"))
-    return batch, rejects
+    return batch, rejects, []
 
 
 _NO_ID = -(2**63)
@@ -1015,12 +1052,13 @@ class _IdGaps:
 
 
 class _UndatedPlacement:
-    """Which window the market_ticks rows of one worker file whose ingestion time is not in the
-    collectors' shape belong to (another layout such as '19/02/2026 10:30', an epoch number,
-    empty text): no time is guessed for them, and none is lost or counted twice.
+    """Which window the rows of one table of one worker file whose window time (market_ticks'
+    ingestion_ts_utc, connection_events' event_ts_utc) is not in the collectors' shape belong to
+    (another layout such as '19/02/2026 10:30', an epoch number, empty text): no time is guessed
+    for them, and none is lost or counted twice.
 
-    Such a row belongs to the window of the nearest row stored before it (by id) whose ingestion
-    time is in the shape, or, for the rows before the file's first such row, of that first one
+    Such a row belongs to the window of the nearest row of its table stored before it (by id)
+    whose window time is in the shape, or, for the rows before the file's first such row, of that first one
     (the rule bronze follows for days). It is rejected there, never exported, with a reason
     starting `timestamp_not_iso8601:`, and that neighbour's time counts for the watermark, so the
     next incremental window does not hold it again. An incremental run also rejects a row stored
@@ -1033,13 +1071,16 @@ class _UndatedPlacement:
 
     def __init__(
         self,
+        spec: _TimedTable,
         conn: sqlite3.Connection,
         path: Path,
         bounds: Bounds,
         max_id: int | None,
         read_before: int | None,
     ) -> None:
-        self.conn, self.path, self.max_id = conn, path, max_id
+        self.spec, self.conn, self.path, self.max_id = spec, conn, path, max_id
+        self._from = f"FROM {spec.table} WHERE"
+        self._shaped = _shaped_sql(spec.ts_column)
         self.lower, self.upper = format_ts(bounds.lower_utc), format_ts(bounds.upper_utc)
         self.lower_inclusive = bounds.lower_inclusive
         self.read_before = read_before
@@ -1057,7 +1098,7 @@ class _UndatedPlacement:
                 raise
             raise WorkerFileError(
                 self.path,
-                f"cannot read market_ticks of worker file {self.path} ({exc}); expected an "
+                f"cannot read {self.spec.table} of worker file {self.path} ({exc}); expected an "
                 "intact collector SQLite file",
             ) from exc
 
@@ -1065,8 +1106,8 @@ class _UndatedPlacement:
         """(ingestion time, 'before' or 'after') of the row `row_id` is placed by; rows come in
         id order, so each stretch of the file is searched once."""
         found = self._one(
-            "SELECT id, ingestion_ts_utc FROM market_ticks WHERE id > ? AND id < ? "
-            f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id DESC LIMIT 1",
+            f"SELECT id, {self.spec.ts_column} {self._from} id > ? AND id < ? "
+            f"AND {self._shaped} ORDER BY id DESC LIMIT 1",
             (self.checked, row_id),
         )
         if found is not None:
@@ -1076,8 +1117,8 @@ class _UndatedPlacement:
             return self.previous[1], "before"
         if self.first is False:
             self.first = self._one(
-                "SELECT ingestion_ts_utc FROM market_ticks WHERE id > ? AND id <= ? "
-                f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id LIMIT 1",
+                f"SELECT {self.spec.ts_column} {self._from} id > ? AND id <= ? "
+                f"AND {self._shaped} ORDER BY id LIMIT 1",
                 (row_id, self.max_id),
             )
         return (self.first[0], "after") if self.first else None  # type: ignore[index]
@@ -1096,8 +1137,8 @@ class _UndatedPlacement:
             )
             if neighbour is None:
                 how = (
-                    "by the run that read it first: no row of the file has a collector "
-                    "ingestion time yet"
+                    f"by the run that read it first: no row of the file's {self.spec.table} "
+                    f"has a collector {self.spec.ts_column} yet"
                 )
             elif above and neighbour <= self.upper:
                 times.append(neighbour)
@@ -1116,8 +1157,8 @@ class _UndatedPlacement:
                 continue  # before the window, as its neighbour is
             here.append(row)
             reasons.append(
-                f"{TIMESTAMP_NOT_ISO8601}: ingestion_ts_utc: expected UTC ISO-8601 text like "
-                f"{TS_EXAMPLE!r}, got {_describe(row[5])}; rejected {how}"
+                f"{TIMESTAMP_NOT_ISO8601}: {self.spec.ts_column}: expected UTC ISO-8601 text "
+                f"like {TS_EXAMPLE!r}, got {_describe(row[self.spec.ts_index])}; rejected {how}"
             )
         return here, reasons, times
 
@@ -1136,19 +1177,16 @@ class _UndatedPlacement:
             return [], None
         if read.first is None or read.last is None:
             any_shaped = self._one(
-                "SELECT 1 FROM market_ticks WHERE id <= ? "
-                f"AND {_shaped_sql('ingestion_ts_utc')} LIMIT 1",
+                f"SELECT 1 {self._from} id <= ? AND {self._shaped} LIMIT 1",
                 (self.max_id,),
             )
             return ([], None) if any_shaped else ([(_NO_ID, self.max_id)], self.max_id)
         before = self._one(
-            "SELECT 1 FROM market_ticks WHERE id < ? "
-            f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id DESC LIMIT 1",
+            f"SELECT 1 {self._from} id < ? AND {self._shaped} ORDER BY id DESC LIMIT 1",
             (read.first,),
         )
         after = self._one(
-            "SELECT id FROM market_ticks WHERE id > ? AND id <= ? "
-            f"AND {_shaped_sql('ingestion_ts_utc')} ORDER BY id LIMIT 1",
+            f"SELECT id {self._from} id > ? AND id <= ? AND {self._shaped} ORDER BY id LIMIT 1",
             (read.last, self.max_id),
         )
         stretches = [] if before else [(_NO_ID, read.first - 1)]
@@ -1164,15 +1202,20 @@ class _UndatedPlacement:
 
 
 def _undated_pages(
-    conn: sqlite3.Connection, path: Path, after: int, max_id: int | None, chunk_size: int
+    conn: sqlite3.Connection,
+    path: Path,
+    spec: _TimedTable,
+    after: int,
+    max_id: int | None,
+    chunk_size: int,
 ) -> Iterator[list[tuple]]:
-    """The market_ticks rows with `after < id <= max_id` whose ingestion time is not in the
+    """The rows of `spec.table` with `after < id <= max_id` whose window time is not in the
     collectors' shape, in id order, `chunk_size` at a time."""
     if max_id is None:
         return
     sql = (
-        f"SELECT {', '.join(_TICK_COLUMNS)} FROM market_ticks WHERE id > ? AND id <= ? "
-        f"AND NOT {_shaped_sql('ingestion_ts_utc')} ORDER BY id LIMIT ?"
+        f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE id > ? AND id <= ? "
+        f"AND NOT {_shaped_sql(spec.ts_column)} ORDER BY id LIMIT ?"
     )
     last = after
     while True:
@@ -1183,7 +1226,7 @@ def _undated_pages(
                 raise
             raise WorkerFileError(
                 path,
-                f"cannot read market_ticks of worker file {path} ({exc}); expected an intact "
+                f"cannot read {spec.table} of worker file {path} ({exc}); expected an intact "
                 "collector SQLite file",
             ) from exc
         if page:
@@ -1200,12 +1243,76 @@ def _reject_undated(
     output: _Output,
     tally: _Tally,
 ) -> None:
+    spec = placement.spec
     here, reasons, times = placement.place(rows)
     if here:
-        output.write(REJECTS, _reject_rows(source_file, MARKET_TICKS, here, _TICK_COLUMNS, reasons))
+        output.write(REJECTS, _reject_rows(source_file, spec.table, here, spec.columns, reasons))
     if times:
         column = pa.array(times, pa.string())
-        tally.see_max(MARKET_TICKS, pc.filter(column, _ts_valid(column)))
+        tally.see_max(spec.table, pc.filter(column, _ts_valid(column)))
+
+
+class _UndatedSearch:
+    """One run's search of one table of one worker file for its rows without a collector time:
+    the dated ids the window read (`see`), then the stretches that can hold rows placed in the
+    window, rejected there (`finish`, which returns the file's progress for the state)."""
+
+    def __init__(
+        self,
+        spec: _TimedTable,
+        conn: sqlite3.Connection,
+        path: Path,
+        bounds: Bounds,
+        max_id: int | None,
+        known: UndatedProgress | None,
+        *,
+        incremental: bool,
+        after_watermark: bool,
+    ) -> None:
+        if known is not None and (max_id is None or known.read_upto > max_id):
+            known = None  # not the file the profile read (replaced or rewritten)
+        self.conn, self.path, self.spec, self.max_id, self.known = conn, path, spec, max_id, known
+        # An incremental run knows how far the profile's runs settled the rows without a
+        # collector time: it searches only beyond (the rows stored since).
+        self.progress = known if incremental else None
+        self.placement = _UndatedPlacement(
+            spec,
+            conn,
+            path,
+            bounds,
+            max_id,
+            # Rows stored after the previous run read the file: late for their window.
+            self.progress.read_upto if self.progress is not None and after_watermark else None,
+        )
+        self.read = _IdGaps()
+
+    def see(self, page: pa.Table | list[tuple], undated: Sequence[tuple]) -> None:
+        if self.progress is None:
+            self.read.add(page, undated)
+
+    def finish(self, output: _Output, tally: _Tally, chunk_size: int) -> UndatedProgress | None:
+        max_id, known, placement = self.max_id, self.known, self.placement
+        if self.progress is not None:
+            stretches = [] if max_id is None else [(self.progress.settled_upto, max_id)]
+            searched_upto = max_id
+        else:
+            stretches, searched_upto = placement.window_stretches(self.read)
+        for after, upto in stretches:
+            for undated in _undated_pages(self.conn, self.path, self.spec, after, upto, chunk_size):
+                _reject_undated(placement, undated, self.path.name, output, tally)
+        if max_id is None:
+            return None
+        if known is not None and self.progress is None:
+            settled = known.settled_upto  # a run outside the profile's sequence
+        elif searched_upto is not None:
+            # Searched from the file's start (or from what was settled) up to here.
+            settled = placement.settled_upto(searched_upto)
+        else:
+            # Only a stretch (or nothing) was searched: what lies before is not known.
+            settled = _NO_ID
+        return UndatedProgress(
+            read_upto=max(max_id, known.read_upto if known else max_id), settled_upto=settled
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1509,9 +1616,9 @@ class ExportResult:
     options: ExportOptions
     skipped: dict[str, str]
     removed_on_recovery: list[str] = field(default_factory=list)
-    # Per worker file: how far the search for rows without a collector ingestion time got
+    # Per table and worker file: how far the search for rows without a collector time got
     # (stored with the watermarks).
-    undated_progress: dict[str, UndatedProgress] = field(default_factory=dict)
+    undated_progress: dict[str, dict[str, UndatedProgress]] = field(default_factory=dict)
     committed: bool = False
     rolled_back: bool = False
 
@@ -1564,11 +1671,13 @@ def write_export(
     state_path = staging_dir / STATE_FILE_NAME
     state = read_state(state_path)
     previous = stored_watermarks(state, options.state_key, state_path)
-    previous_undated = stored_undated_progress(state, options.state_key, state_path)
-    # An incremental run knows how far the profile's runs settled the rows without a collector
-    # ingestion time, so it looks for them only beyond; other runs look in every row.
-    after_watermark = options.incremental and previous[MARKET_TICKS] is not None
-    undated_progress: dict[str, UndatedProgress] = {}
+    previous_undated = {
+        table: stored_undated_progress(state, options.state_key, state_path, table)
+        for table in UNDATED_STATE_FIELDS
+    }
+    undated_progress: dict[str, dict[str, UndatedProgress]] = {
+        table: {} for table in UNDATED_STATE_FIELDS
+    }
     bounds = {
         table: query_bounds(
             default_start, end_utc, previous[table], incremental=options.incremental, table=table
@@ -1603,51 +1712,30 @@ def write_export(
                 max_ids = {
                     t: conn.execute(f"SELECT max(id) FROM {t}").fetchone()[0] for t in needed
                 }
-                max_tick = max_ids[MARKET_TICKS]
-                known = previous_undated.get(path.name)
-                if known is not None and (max_tick is None or known.read_upto > max_tick):
-                    known = None  # not the file the profile read (replaced or rewritten)
-                # An incremental run knows how far the profile's runs settled the rows without a
-                # collector ingestion time: it searches only beyond (the rows stored since).
-                progress = known if options.incremental else None
-                placement = _UndatedPlacement(
-                    conn,
-                    path,
-                    bounds[MARKET_TICKS],
-                    max_tick,
-                    # Rows stored after the previous run read the file: late for their window.
-                    progress.read_upto if progress is not None and after_watermark else None,
-                )
-                read = _IdGaps()
+                searches = {
+                    table: _UndatedSearch(
+                        _TIMED_TABLES[table],
+                        conn,
+                        path,
+                        bounds[table],
+                        max_ids[table],
+                        previous_undated[table].get(path.name),
+                        incremental=options.incremental,
+                        # An incremental run with a watermark rejects the rows stored after
+                        # the previous run read the file.
+                        after_watermark=options.incremental and previous[table] is not None,
+                    )
+                    for table in needed
+                }
                 pages = _ArrowTickPages(path, conn, busy_timeout_s)
-                for page in pages.read(bounds[MARKET_TICKS], options.chunk_size, max_tick):
+                for page in pages.read(
+                    bounds[MARKET_TICKS], options.chunk_size, max_ids[MARKET_TICKS]
+                ):
                     batch, rejects, undated = _tick_batches(page, path.name, names, options, tally)
                     output.write(MARKET_TICKS, batch)
                     if rejects is not None:
                         output.write(REJECTS, rejects)
-                    if progress is None:
-                        read.add(page, undated)
-                if progress is not None:
-                    stretches = [] if max_tick is None else [(progress.settled_upto, max_tick)]
-                    searched_upto = max_tick
-                else:
-                    stretches, searched_upto = placement.window_stretches(read)
-                for after, upto in stretches:
-                    for undated in _undated_pages(conn, path, after, upto, options.chunk_size):
-                        _reject_undated(placement, undated, path.name, output, tally)
-                if max_tick is not None:
-                    if known is not None and progress is None:
-                        settled = known.settled_upto  # a run outside the profile's sequence
-                    elif searched_upto is not None:
-                        # Searched from the file's start (or from what was settled) up to here.
-                        settled = placement.settled_upto(searched_upto)
-                    else:
-                        # Only a stretch (or nothing) was searched: what lies before is not known.
-                        settled = _NO_ID
-                    undated_progress[path.name] = UndatedProgress(
-                        read_upto=max(max_tick, known.read_upto if known else max_tick),
-                        settled_upto=settled,
-                    )
+                    searches[MARKET_TICKS].see(page, undated)
                 if options.include_connection_events:
                     for page in _pages(
                         conn,
@@ -1659,10 +1747,17 @@ def write_export(
                         options.chunk_size,
                         max_ids[CONNECTION_EVENTS],
                     ):
-                        batch, rejects = _event_batches(page, path.name, names, options, tally)
+                        batch, rejects, undated = _event_batches(
+                            page, path.name, names, options, tally
+                        )
                         output.write(CONNECTION_EVENTS, batch)
                         if rejects is not None:
                             output.write(REJECTS, rejects)
+                        searches[CONNECTION_EVENTS].see(page, undated)
+                for table, search in searches.items():
+                    progress = search.finish(output, tally, options.chunk_size)
+                    if progress is not None:
+                        undated_progress[table][path.name] = progress
             finally:
                 if pages is not None:
                     pages.close()
@@ -1815,7 +1910,10 @@ def write_export(
         state_path=state_path,
         options=options,
         skipped=skipped,
-        undated_progress={**previous_undated, **undated_progress},
+        undated_progress={
+            table: {**previous_undated[table], **undated_progress[table]}
+            for table in UNDATED_STATE_FIELDS
+        },
     )
 
 
@@ -1844,9 +1942,12 @@ def commit(result: ExportResult) -> None:
                 "last_metadata_file": result.metadata_path.name,
                 "updated_utc": format_ts(dt.datetime.now(dt.UTC)),
                 "filters": result.metadata["filters"],
-                UNDATED_STATE_FIELD: {
-                    name: {"read_upto": p.read_upto, "settled_upto": p.settled_upto}
-                    for name, p in sorted(result.undated_progress.items())
+                **{
+                    UNDATED_STATE_FIELDS[table]: {
+                        name: {"read_upto": p.read_upto, "settled_upto": p.settled_upto}
+                        for name, p in sorted(progress.items())
+                    }
+                    for table, progress in result.undated_progress.items()
                 },
             },
         )
