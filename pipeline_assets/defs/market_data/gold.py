@@ -29,7 +29,7 @@ from pipeline_assets.defs.market_data.features_checks import (
     feature_check_results,
     feature_check_specs,
 )
-from pipeline_assets.defs.market_data.partitions import market_daily_partitions
+from pipeline_assets.defs.market_data.partitions import market_daily_partitions, market_day_folder
 from pipeline_assets.lib.custody import read_sidecar
 from pipeline_assets.lib.market.bars import BARS_SCHEMA
 from pipeline_assets.lib.market.feature_days import (
@@ -47,15 +47,11 @@ from pipeline_assets.utils.table_schema import column_schema
 
 
 def _silver_folder(io_manager: object, asset: str, day: dt.date):
-    return io_manager.partition_folder(  # type: ignore[attr-defined]
-        dg.AssetKey(asset), market_daily_partitions, day.isoformat(), {"lake/layer": "silver"}
-    )
+    return market_day_folder(io_manager, asset, day, "silver")
 
 
 def _gold_folder(io_manager: object, day: dt.date):
-    return io_manager.partition_folder(  # type: ignore[attr-defined]
-        dg.AssetKey(GOLD_BARS_1M), market_daily_partitions, day.isoformat(), {"lake/layer": "gold"}
-    )
+    return market_day_folder(io_manager, GOLD_BARS_1M, day, "gold")
 
 
 class GoldBarsConfig(dg.Config):

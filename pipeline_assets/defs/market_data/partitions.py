@@ -1,6 +1,9 @@
 """The market data's daily partitions: one per UTC event date, all symbols of a day in one."""
 
+import datetime as dt
+
 import dagster as dg
+from upath import UPath
 
 from pipeline_assets.lib.settings import Settings
 
@@ -18,3 +21,10 @@ def _market_start_date() -> str:
 market_daily_partitions = dg.DailyPartitionsDefinition(
     start_date=_market_start_date(), end_offset=1
 )
+
+
+def market_day_folder(io_manager: object, asset: str, day: dt.date, layer: str) -> UPath:
+    """The lake folder of one market asset's day, as the lake IO manager lays it out."""
+    return io_manager.partition_folder(  # type: ignore[attr-defined]
+        dg.AssetKey(asset), market_daily_partitions, day.isoformat(), {"lake/layer": layer}
+    )

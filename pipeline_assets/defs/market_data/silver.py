@@ -39,7 +39,7 @@ from pipeline_assets.defs.market_data.features_checks import (
     feature_check_results,
     feature_check_specs,
 )
-from pipeline_assets.defs.market_data.partitions import market_daily_partitions
+from pipeline_assets.defs.market_data.partitions import market_daily_partitions, market_day_folder
 from pipeline_assets.lib.market.feature_days import (
     SILVER_SCHEMAS,
     CompletedFeatureDay,
@@ -142,15 +142,11 @@ def lake_base(io_manager: object) -> UPath:
 
 
 def _bronze_folder(io_manager: object, asset: str, day: dt.date) -> UPath:
-    return io_manager.partition_folder(  # type: ignore[attr-defined]
-        dg.AssetKey(asset), market_daily_partitions, day.isoformat(), {"lake/layer": "bronze"}
-    )
+    return market_day_folder(io_manager, asset, day, "bronze")
 
 
 def _silver_folder(io_manager: object, asset: str, day: dt.date) -> UPath:
-    return io_manager.partition_folder(  # type: ignore[attr-defined]
-        dg.AssetKey(asset), market_daily_partitions, day.isoformat(), {"lake/layer": "silver"}
-    )
+    return market_day_folder(io_manager, asset, day, "silver")
 
 
 class SilverFeaturesConfig(dg.Config):
